@@ -1,0 +1,220 @@
+"""The NumPy reference: the specification of every fastrnn computation.
+
+This module defines the maths. The Numba kernels in ``fastrnn.kernels`` compute the same functions
+with the same names, arguments and results, and are tested against this file; it imports nothing from
+them. Keep it readable: plain vectorised NumPy over the batch, one loop over time, no tricks.
+
+Shapes (batch first for inputs, time first for states)::
+
+    B batch   T time   V vocabulary   D input/embedding   H hidden   C classes
+
+    x     (B, T) int token ids, or (B, T, D) dense inputs
+    mask  (B, T) bool, False where the step is padding (token 0 with ``mask_zero``)
+    hs    (T + 1, B, H) hidden states: hs[0] = h_0 = 0 and hs[t + 1] = h_t after step t
+
+The model (parameter names as in Keras' Embedding -> SimpleRNN(tanh) -> Dense(softmax))::
+
+    x_t    = E[x[:, t]]                                      (or the dense input x[:, t])
+    h_t    = tanh(x_t @ W_xh + h_{t-1} @ W_hh + b_h)         h_t = h_{t-1} where mask[:, t] is False
+    logits = h_T @ W_hy + b_y
+    loss   = mean over the batch of -log softmax(logits)[y]
+
+Truncated BPTT (``bptt_truncate=k``): the gradient of the loss flows back through the last ``k``
+state updates of each sequence and stops there. Masked steps are not state updates: they pass the
+gradient through unchanged and do not count towards ``k``. ``k=None`` is full BPTT; ``k >= T`` is
+the same as full BPTT. Only the backward pass is truncated: the forward pass always runs from
+``h_0 = 0`` over all T steps, and no state is carried from one batch to the next.
+Equivalently, the truncated gradient is the exact gradient of the loss with the parameters used
+before the last ``k`` updates of each sequence held constant.
+
+Optimizers act in place on the flat parameter buffer ``theta`` (see ``fastrnn.layout``) and on two
+state buffers of the same shape ``s1``, ``s2``; ``rows`` restricts an update to some rows of a 2-D
+view (the embedding rows present in a batch: the "lazy" update of TF's LazyAdam / torch's SparseAdam).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .layout import unpack
+from .optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
+                    RHO, RMSPROP_KIND, SGD_KIND, WEIGHT_DECAY)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recurrent layer
+# ---------------------------------------------------------------------------------------------
+
+def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
+    """Run the tanh recurrence over dense inputs ``x (B, T, D)``; return ``hs (T + 1, B, H)``."""
+    B, T, _ = x.shape
+    hs = np.zeros((T + 1, B, W_hh.shape[0]), dtype=x.dtype)
+    for t in range(T):
+        h = np.tanh(x[:, t] @ W_xh + hs[t] @ W_hh + b_h)
+        hs[t + 1] = h if mask is None else np.where(mask[:, t, None], h, hs[t])
+    return hs
+
+
+def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
+    """Backpropagate ``dh = dloss/dh_T (B, H)`` through the recurrence.
+
+    Returns ``dx (B, T, D), dW_xh (D, H), dW_hh (H, H), db_h (H,)``; see the module docstring for
+    what ``bptt_truncate`` truncates.
+    """
+    B, T, _ = x.shape
+    if mask is None:
+        mask = np.ones((B, T), dtype=bool)
+    updates_left = np.full(B, T if bptt_truncate is None else bptt_truncate)
+    dx = np.zeros_like(x)
+    dW_xh, dW_hh, db_h = np.zeros_like(W_xh), np.zeros_like(W_hh), np.zeros(W_hh.shape[0], x.dtype)
+    for t in reversed(range(T)):
+        update = mask[:, t] & (updates_left > 0)      # rows whose step t is a counted state update
+        da = dh * (1 - hs[t + 1] ** 2) * update[:, None]
+        dW_xh += x[:, t].T @ da
+        dW_hh += hs[t].T @ da
+        db_h += da.sum(axis=0)
+        dx[:, t] = da @ W_xh.T
+        # through an update the gradient goes on via W_hh; a masked step copies h, so it passes dh on;
+        # a row that has used up its k updates stops here
+        dh = np.where(update[:, None], da @ W_hh.T, np.where(mask[:, t, None], 0, dh))
+        updates_left -= update
+    return dx, dW_xh, dW_hh, db_h
+
+
+def softmax_xent(logits, y):
+    """Mean softmax cross-entropy of ``logits (B, C)`` against labels ``y (B,)``.
+
+    Returns ``(loss, dlogits)`` with ``dlogits = d loss / d logits``. Uses the log-sum-exp shift,
+    so it is exact for any finite logits.
+    """
+    B = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(B), y].mean()
+    dlogits = np.exp(log_p)
+    dlogits[np.arange(B), y] -= 1
+    return loss, dlogits / B
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole classifier on the flat parameter buffer
+# ---------------------------------------------------------------------------------------------
+
+def _inputs(p, x, mask_zero):
+    """Dense inputs (B, T, D) and the step mask (or None) for ids or dense ``x``."""
+    if p.E is None:
+        return x, None
+    return p.E[x], (x != 0 if mask_zero else None)
+
+
+def forward(theta, dims, x, mask_zero=False):
+    """Logits ``(B, C)`` of the classifier with parameters ``theta`` on inputs ``x``."""
+    p = unpack(theta, dims)
+    xs, mask = _inputs(p, x, mask_zero)
+    hs = rnn_forward(xs, p.W_xh, p.W_hh, p.b_h, mask)
+    return hs[-1] @ p.W_hy + p.b_y
+
+
+def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
+    """Mean loss on the batch ``(x, y)``; writes d loss / d theta into the flat buffer ``grad``.
+
+    Returns ``(loss, logits)``. The embedding gradient is dense: zero for rows not in the batch.
+    """
+    p, g = unpack(theta, dims), unpack(grad, dims)
+    xs, mask = _inputs(p, x, mask_zero)
+    hs = rnn_forward(xs, p.W_xh, p.W_hh, p.b_h, mask)
+    logits = hs[-1] @ p.W_hy + p.b_y
+    loss, dlogits = softmax_xent(logits, y)
+    g.W_hy[...] = hs[-1].T @ dlogits
+    g.b_y[...] = dlogits.sum(axis=0)
+    dx, g.W_xh[...], g.W_hh[...], g.b_h[...] = rnn_backward(
+        dlogits @ p.W_hy.T, xs, hs, p.W_xh, p.W_hh, mask, bptt_truncate)
+    if p.E is not None:
+        g.E[...] = 0
+        np.add.at(g.E, x, dx)                           # rows repeated in the batch add up
+    return loss, logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers (in place)
+# ---------------------------------------------------------------------------------------------
+
+def clip_by_global_norm(g, clipnorm):
+    """Scale ``g`` in place by ``clipnorm / max(norm, clipnorm)``; return the norm before clipping."""
+    norm = float(np.sqrt(np.sum(g.astype(np.float64) ** 2)))
+    if norm > clipnorm:
+        g *= clipnorm / norm
+    return norm
+
+
+def sgd_update(p, g, buf, learning_rate, momentum=0.0, rows=None):
+    """``buf = momentum * buf + g; p -= lr * buf``."""
+    r = slice(None) if rows is None else rows
+    buf[r] = momentum * buf[r] + g[r]
+    p[r] -= learning_rate * buf[r]
+
+
+def rmsprop_update(p, g, s, learning_rate, rho=0.9, epsilon=1e-7, rows=None):
+    """``s = rho * s + (1 - rho) * g**2; p -= lr * g / sqrt(s + epsilon)`` (Keras)."""
+    r = slice(None) if rows is None else rows
+    s[r] = rho * s[r] + (1 - rho) * g[r] ** 2
+    p[r] -= learning_rate * g[r] / np.sqrt(s[r] + epsilon)
+
+
+def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                weight_decay=0.0, keras_epsilon=False, rows=None):
+    """One Adam(W) step number ``step`` (1, 2, ...), bias-corrected exactly::
+
+        p *= 1 - lr * weight_decay                     (AdamW; skipped when 0)
+        m  = beta_1 * m + (1 - beta_1) * g
+        v  = beta_2 * v + (1 - beta_2) * g**2
+        p -= lr * m_hat / (sqrt(v_hat) + eps)          m_hat = m / (1 - beta_1**step), same for v
+
+    With ``keras_epsilon`` eps is added before the bias correction: ``eps / sqrt(1 - beta_2**step)``
+    in the formula above.
+    """
+    r = slice(None) if rows is None else rows
+    bc1, bc2 = 1 - beta_1 ** step, 1 - beta_2 ** step
+    eps = epsilon / np.sqrt(bc2) if keras_epsilon else epsilon
+    if weight_decay:
+        p[r] *= 1 - learning_rate * weight_decay
+    m[r] = beta_1 * m[r] + (1 - beta_1) * g[r]
+    v[r] = beta_2 * v[r] + (1 - beta_2) * g[r] ** 2
+    p[r] -= learning_rate * (m[r] / bc1) / (np.sqrt(v[r] / bc2) + eps)
+
+
+def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
+    """Apply the optimizer ``kind`` with hyperparameters ``hyper`` (see ``fastrnn.optim``)."""
+    h = [float(value) for value in hyper]              # Python floats keep float32 maths float32
+    if kind == SGD_KIND:
+        sgd_update(p, g, s1, h[LR], h[MOMENTUM], rows)
+    elif kind == RMSPROP_KIND:
+        rmsprop_update(p, g, s1, h[LR], h[RHO], h[EPSILON], rows)
+    elif kind == ADAM_KIND:
+        adam_update(p, g, s1, s2, step, h[LR], h[BETA_1], h[BETA_2], h[EPSILON], h[WEIGHT_DECAY],
+                    bool(h[KERAS_EPSILON]), rows)
+    else:
+        raise ValueError(f"unknown optimizer kind {kind}")
+
+
+def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
+               bptt_truncate=None, lazy=False):
+    """One training step on the batch ``(x, y)``: forward, loss, backward, clip, update.
+
+    ``step`` is the optimizer's step number (1 for the first). With ``lazy`` the embedding rows
+    that do not occur in ``x`` are left alone (parameters and optimizer state); otherwise every
+    parameter is updated, as in Keras and PyTorch. Returns ``(loss, n_correct, grad_norm)``.
+    """
+    loss, logits = loss_and_grad(theta, dims, x, y, grad, mask_zero, bptt_truncate)
+    norm = clip_by_global_norm(grad, hyper[CLIPNORM])
+    V, D = dims[0], dims[1]
+    if lazy and V:
+        rows = np.unique(x)
+        view = lambda a: a[:V * D].reshape(V, D)            # noqa: E731
+        optimizer_update(kind, hyper, step, view(theta), view(grad), view(s1), view(s2), rows)
+        tail = slice(V * D, None)
+        optimizer_update(kind, hyper, step, theta[tail], grad[tail], s1[tail], s2[tail])
+    else:
+        optimizer_update(kind, hyper, step, theta, grad, s1, s2)
+    return float(loss), int((logits.argmax(axis=1) == y).sum()), norm

@@ -1,0 +1,80 @@
+"""The one decorator for all jitted code in fastrnn.
+
+Every private kernel is declared once with a signature *template*: a function of the float type that
+returns a Numba signature. ``@jit(template)`` gives an object indexed by dtype,
+``_kernel[np.float32](...)``; the first use of a dtype compiles that one signature (or loads it from
+the on-disk cache), so float32 users never compile float64 code and nothing compiles at import.
+Inputs in a template are read-only C-contiguous arrays (they accept writable ones too), outputs
+writable C-contiguous ones; anything else (F order, another dtype) is a TypeError, never a silently
+slower specialisation.
+
+Switches (environment variables, read once at import):
+
+- ``FASTRNN_NUMBA_CACHE=0`` turns the on-disk cache of compiled kernels off (default on);
+- ``FASTRNN_FASTMATH=0`` turns fastmath off. The default flag set has no ``nnan``/``ninf``, so
+  NaN and inf propagate as they do in NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+import numpy as np
+from numba import types
+
+CACHE = os.environ.get("FASTRNN_NUMBA_CACHE", "1").lower() not in ("0", "false", "no", "off")
+FASTMATH = (set() if os.environ.get("FASTRNN_FASTMATH", "1").lower() in ("0", "false", "no", "off")
+            else {"nsz", "arcp", "contract", "afn", "reassoc"})
+
+i32, i64, f64, u8 = types.int32, types.int64, types.float64, types.uint8
+void = types.void
+
+
+def In(dtype, ndim):
+    """Read-only C-contiguous array type (accepts writable arrays too)."""
+    return types.Array(dtype, ndim, "C", readonly=True)
+
+
+def Out(dtype, ndim):
+    """Writable C-contiguous array type."""
+    return types.Array(dtype, ndim, "C")
+
+
+_FLOATS = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
+
+
+class Kernel:
+    """A jitted function compiled per float dtype on first use: ``kernel[dtype](*args)``."""
+
+    def __init__(self, fn, template, parallel):
+        self.fn, self.template, self.parallel = fn, template, parallel
+        self._compiled = {}
+        self._lock = threading.Lock()
+        self.__name__, self.__doc__ = fn.__name__, fn.__doc__
+
+    def __getitem__(self, dtype):
+        dtype = np.dtype(dtype)
+        compiled = self._compiled.get(dtype)
+        if compiled is None:
+            with self._lock:                       # two threads must not compile the same kernel
+                compiled = self._compiled.get(dtype)
+                if compiled is None:
+                    compiled = numba.njit(self.template(_FLOATS[dtype]), cache=CACHE,
+                                          parallel=self.parallel, fastmath=FASTMATH or False,
+                                          error_model="numpy", nogil=True)(self.fn)
+                    self._compiled[dtype] = compiled
+        return compiled
+
+
+def jit(template, parallel=False):
+    """Declare a public-facing kernel with a signature template (``float type -> signature``)."""
+    return lambda fn: Kernel(fn, template, parallel)
+
+
+def helper(fn=None, parallel=False):
+    """A jitted helper called from kernels (compiled for whatever types its callers pass)."""
+    deco = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True, cache=CACHE,
+                      parallel=parallel)
+    return deco if fn is None else deco(fn)
