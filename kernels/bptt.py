@@ -9,7 +9,7 @@ from numba import prange
 
 from ._jit import helper
 from ._math import typed
-from .forward import chunk
+from .rnn import chunk
 
 
 @helper(parallel=True)

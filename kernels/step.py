@@ -11,7 +11,7 @@ from fastrnn.optim import CLIPNORM
 
 from ._jit import In, Out, f64, helper, i32, i64, jit, u8, void
 from .bptt import input_grads, recurrence_backward, scatter_rows, weight_grads
-from .forward import gather, rnn, step_mask, to_time_major
+from .rnn import gather, rnn, step_mask, to_time_major
 from .loss import dense, head_backward, softmax_xent
 from .optim import (clip_scale, step_constants, sum_squares, update_range, update_rows,
                     update_rows_dense)
