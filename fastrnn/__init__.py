@@ -5,4 +5,13 @@ functions fast and is imported only when the Numba backend is used, so ``import 
 nothing.
 """
 
+from . import callbacks, datasets, optim, preprocessing, reference
+from .callbacks import EarlyStopping, History, ModelCheckpoint
+from .model import SimpleRNNClassifier, TrainingError
+from .optim import SGD, Adam, AdamW, RMSprop
+
 __version__ = "0.1.0"
+
+__all__ = ["SimpleRNNClassifier", "TrainingError", "SGD", "Adam", "AdamW", "RMSprop",
+           "EarlyStopping", "History", "ModelCheckpoint", "callbacks", "datasets", "optim",
+           "preprocessing", "reference"]

@@ -97,6 +97,12 @@ def softmax_xent(logits, y):
     return loss, dlogits / B
 
 
+def softmax(logits):
+    """Class probabilities ``(B, C)`` from ``logits``."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole classifier on the flat parameter buffer
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +116,7 @@ def _inputs(p, x, mask_zero):
 
 def forward(theta, dims, x, mask_zero=False):
     """Logits ``(B, C)`` of the classifier with parameters ``theta`` on inputs ``x``."""
+    x, _ = _checks.model_batch(theta, dims, x)
     p = unpack(theta, dims)
     xs, mask = _inputs(p, x, mask_zero)
     hs = rnn_forward(xs, p.W_xh, p.W_hh, p.b_h, mask)
@@ -121,6 +128,8 @@ def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
 
     Returns ``(loss, logits)``. The embedding gradient is dense: zero for rows not in the batch.
     """
+    x, y = _checks.model_batch(theta, dims, x, y)
+    _checks.buffer("grad", grad, theta)
     p, g = unpack(theta, dims), unpack(grad, dims)
     xs, mask = _inputs(p, x, mask_zero)
     hs = rnn_forward(xs, p.W_xh, p.W_hh, p.b_h, mask)
@@ -204,10 +213,15 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
 
     ``step`` is the optimizer's step number (1 for the first). With ``lazy`` the embedding rows
     that do not occur in ``x`` are left alone (parameters and optimizer state); otherwise every
-    parameter is updated, as in Keras and PyTorch. Returns ``(loss, n_correct, grad_norm)``.
+    parameter is updated, as in Keras and PyTorch. A gradient that is not finite (NaN or inf norm)
+    updates nothing: parameters and optimizer state stay as they were, and the caller decides.
+    Returns ``(loss, n_correct, grad_norm)``.
     """
+    x, y = _checks.model_batch(theta, dims, x, y)
     loss, logits = loss_and_grad(theta, dims, x, y, grad, mask_zero, bptt_truncate)
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
+    if not np.isfinite(norm):
+        return float(loss), int((logits.argmax(axis=1) == y).sum()), norm
     V, D = dims[0], dims[1]
     if lazy and V:
         rows = np.unique(x)

@@ -28,9 +28,9 @@ def _c(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _mask_TB(mask, B, T):
-    """The (T, B) uint8 step mask the kernels read."""
-    return np.ones((T, B), np.uint8) if mask is None else _c(mask.T, np.uint8)
+def _mask(mask, B, T):
+    """The (B, T) uint8 step mask the kernels read (1 = state update)."""
+    return np.ones((B, T), np.uint8) if mask is None else _c(mask, np.uint8)
 
 
 def _truncate(bptt_truncate):
@@ -49,8 +49,8 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
     mask = _checks.rnn_args(x, W_xh, W_hh, b_h, mask)
     B, T, _ = x.shape
     hs = np.empty((T + 1, B, W_hh.shape[0]), x.dtype)
-    _step.rnn_forward[x.dtype](_c(x, x.dtype), _c(W_xh, x.dtype), _c(W_hh, x.dtype),
-                               _c(b_h, x.dtype), _mask_TB(mask, B, T), hs, numba.get_num_threads())
+    _step.rnn_forward(x.dtype, _c(x, x.dtype), _c(W_xh, x.dtype), _c(W_hh, x.dtype),
+                               _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads())
     return hs
 
 
@@ -64,8 +64,8 @@ def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
     _checks.floats("hs", hs, 3, dt)
     _checks.shape("hs", hs, (T + 1, B, H))
     out = (np.empty_like(x), np.empty((D, H), dt), np.empty((H, H), dt), np.empty(H, dt))
-    _step.rnn_backward[dt](_c(dh, dt), _c(x, dt), _c(hs, dt), _c(W_xh, dt), _c(W_hh, dt),
-                           _mask_TB(mask, B, T), _truncate(bptt_truncate), *out,
+    _step.rnn_backward(dt, _c(dh, dt), _c(x, dt), _c(hs, dt), _c(W_xh, dt), _c(W_hh, dt),
+                           _mask(mask, B, T), _truncate(bptt_truncate), *out,
                            numba.get_num_threads())
     return out
 
@@ -74,7 +74,7 @@ def softmax_xent(logits, y):
     _checks.floats("logits", logits, 2)
     y = _checks.labels(y, logits.shape[0], logits.shape[1])
     dlogits = np.empty(logits.shape, logits.dtype)
-    loss = _step.xent[logits.dtype](_c(logits, logits.dtype), _c(y, np.int64), dlogits)
+    loss = _step.xent(logits.dtype, _c(logits, logits.dtype), _c(y, np.int64), dlogits)
     return logits.dtype.type(loss), dlogits
 
 
@@ -82,7 +82,7 @@ def forward(theta, dims, x, mask_zero=False):
     x, _ = _checks.model_batch(theta, dims, x)
     ids, dense = _model_inputs(theta, dims, x)
     logits = np.empty((x.shape[0], dims[3]), theta.dtype)
-    _step.forward[theta.dtype](_c(theta, theta.dtype), *dims, ids, dense, int(bool(mask_zero)),
+    _step.forward(theta.dtype, _c(theta, theta.dtype), *dims, ids, dense, int(bool(mask_zero)),
                                logits, numba.get_num_threads())
     return logits
 
@@ -93,7 +93,7 @@ def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
     ids, dense = _model_inputs(theta, dims, x)
     logits = np.empty((x.shape[0], dims[3]), theta.dtype)
     g = _c(grad, theta.dtype)
-    loss = _step.loss_and_grad[theta.dtype](_c(theta, theta.dtype), *dims, ids, dense,
+    loss = _step.loss_and_grad(theta.dtype, _c(theta, theta.dtype), *dims, ids, dense,
                                             _c(y, np.int64), int(bool(mask_zero)),
                                             _truncate(bptt_truncate), g, logits,
                                             numba.get_num_threads())
@@ -105,7 +105,7 @@ def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
 def clip_by_global_norm(g, clipnorm):
     _checks.floats("g", g, 1)
     _inplace("g", g)
-    return _step.clip_by_global_norm[g.dtype](g, float(clipnorm))
+    return _step.clip_by_global_norm(g.dtype, g, float(clipnorm))
 
 
 def _inplace(name, a):
@@ -122,7 +122,7 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
         _checks.shape(name, a, p.shape)
         _inplace(name, a)
     if rows is None:
-        _step.optimizer_update[p.dtype](kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
+        _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
                                         s2.ravel(), np.zeros(0, np.int64), 0)
         return
     if p.ndim != 2:
@@ -134,7 +134,7 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
         raise ValueError(f"rows must lie in [0, {p.shape[0]})")
     if np.unique(rows).size != rows.size:
         raise ValueError("rows must not repeat")
-    _step.optimizer_update[p.dtype](kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
+    _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
                                     s2.ravel(), _c(rows, np.int64), p.shape[1])
 
 
@@ -170,7 +170,7 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
         _inplace(name, a)
     ids, dense = _model_inputs(theta, dims, x)
     stats = np.empty(3)
-    _step.train_step[theta.dtype](theta, grad, s1, s2, int(step), *dims, ids, dense,
+    _step.train_step(theta.dtype, theta, grad, s1, s2, int(step), *dims, ids, dense,
                                   _c(y, np.int64), int(kind), _c(hyper, np.float64),
                                   int(bool(mask_zero)), _truncate(bptt_truncate), int(bool(lazy)),
                                   stats, numba.get_num_threads())

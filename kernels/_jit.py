@@ -17,12 +17,15 @@ Switches (environment variables, read once at import):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so threadpoolctl sees it)
 from numba import types
+from threadpoolctl import ThreadpoolController
 
 CACHE = os.environ.get("FASTRNN_NUMBA_CACHE", "1").lower() not in ("0", "false", "no", "off")
 FASTMATH = (set() if os.environ.get("FASTRNN_FASTMATH", "1").lower() in ("0", "false", "no", "off")
@@ -67,6 +70,11 @@ class Kernel:
                     self._compiled[dtype] = compiled
         return compiled
 
+    def __call__(self, dtype, *args):
+        """Run the ``dtype`` version, with BLAS kept to one thread (see ``serial_blas``)."""
+        with serial_blas():
+            return self[dtype](*args)
+
 
 def jit(template, parallel=False):
     """Declare a public-facing kernel with a signature template (``float type -> signature``)."""
@@ -78,3 +86,28 @@ def helper(fn=None, parallel=False):
     deco = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True, cache=CACHE,
                       parallel=parallel)
     return deco if fn is None else deco(fn)
+
+
+_blas = ThreadpoolController()
+_blas_lock = threading.Lock()
+_blas_state = {"depth": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """Run BLAS single-threaded inside this block (re-entrant, process-wide).
+
+    The kernels call BLAS from inside their own parallel loops, one call per thread; a BLAS that
+    started threads of its own there would oversubscribe the cores (numba/numba#4585).
+    """
+    with _blas_lock:
+        if _blas_state["depth"] == 0:
+            _blas_state["limiter"] = _blas.limit(limits=1, user_api="blas")
+        _blas_state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_state["depth"] -= 1
+            if _blas_state["depth"] == 0:
+                _blas_state["limiter"].restore_original_limits()

@@ -1,4 +1,4 @@
-"""Classifier head and softmax cross-entropy (small: B x C work, serial)."""
+"""Classifier head and softmax cross-entropy for the rows of one chunk (B x C work, serial)."""
 
 import math
 
@@ -8,37 +8,39 @@ from ._jit import helper
 
 
 @helper
-def softmax_xent(logits, y, dlogits):
-    """Mean cross-entropy of ``logits (B, C)`` against ``y``; writes ``dlogits``; returns the loss
-    (accumulated in float64) and the number of rows whose arg-max is the label."""
-    B, C = logits.shape
+def softmax_xent(logits, y, B, dlogits):
+    """Cross-entropy of the rows ``logits (nb, C)`` against ``y``, for a batch mean over ``B`` rows.
+
+    Writes ``dlogits = d mean_loss / d logits``; returns the sum of the rows' losses (float64) and
+    how many rows have their arg-max at the label.
+    """
+    nb, C = logits.shape
     loss = 0.0
     correct = 0
-    for b in range(B):
-        top = logits[b, 0]
+    for i in range(nb):
+        top = float(logits[i, 0])
         best = 0
         for c in range(1, C):
-            if logits[b, c] > top:
-                top, best = logits[b, c], c
+            if logits[i, c] > top:
+                top, best = float(logits[i, c]), c
         total = 0.0
         for c in range(C):
-            total += math.exp(float(logits[b, c]) - float(top))
+            total += math.exp(float(logits[i, c]) - top)
         log_total = math.log(total)
-        loss -= float(logits[b, y[b]]) - float(top) - log_total
-        correct += best == y[b]
+        loss -= float(logits[i, y[i]]) - top - log_total
+        correct += best == y[i]
         for c in range(C):
-            p = math.exp(float(logits[b, c]) - float(top) - log_total)
-            dlogits[b, c] = (p - (1.0 if c == y[b] else 0.0)) / B
-    return loss / B, correct
+            p = math.exp(float(logits[i, c]) - top - log_total)
+            dlogits[i, c] = (p - (1.0 if c == y[i] else 0.0)) / B
+    return loss, correct
 
 
 @helper
-def dense(h, W, b, out):
+def head_forward(h, W, b, out):
     """``out = h @ W + b``."""
     np.dot(h, W, out)
     for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            out[i, j] += b[j]
+        out[i, :] += b
 
 
 @helper
@@ -47,6 +49,5 @@ def head_backward(h_T, dlogits, W_hy_T, dW_hy, db_y, dh_T):
     np.dot(h_T.T, dlogits, dW_hy)
     db_y[:] = 0
     for i in range(dlogits.shape[0]):
-        for j in range(dlogits.shape[1]):
-            db_y[j] += dlogits[i, j]
+        db_y += dlogits[i]
     np.dot(dlogits, W_hy_T, dh_T)

@@ -1,7 +1,8 @@
 """Optimizer updates: one fused, thread-parallel pass over the flat buffers.
 
 The constants of a step (bias corrections, 1 - beta, ...) are computed once, outside the loop, in
-float64 and then cast to the parameters' dtype.
+float64, cast to the parameters' dtype and passed as a tuple of scalars, so that the loops read no
+memory but the buffers and vectorise.
 """
 
 import math
@@ -15,98 +16,120 @@ from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, EPSILON, KERAS_EPSILON, LR
 from ._jit import helper
 from ._math import typed
 
-# slots of the per-step constant vector
-_LR, _B1, _1B1, _B2, _1B2, _EPS, _LR_BC1, _INV_BC2, _DECAY = range(9)
-
 
 @helper
-def step_constants(kind, hyper, step, dtype_of):
-    """The per-step constants for the optimizer ``kind``, in the dtype of ``dtype_of``."""
-    c = np.zeros(9)
+def step_constants(kind, hyper, step, like):
+    """``(lr, a, 1 - a, b, 1 - b, eps, lr / bc1, 1 / bc2, decay)`` in ``like``'s dtype, where
+    ``a, b`` are Adam's betas, RMSprop's ``rho`` (as ``b``) or SGD's momentum (as ``a``)."""
     lr = hyper[LR]
-    c[_LR] = lr
+    a = b = eps = 0.0
+    lr_bc1, inv_bc2, decay = lr, 1.0, 1.0
     if kind == ADAM_KIND:
-        bc1 = 1.0 - hyper[BETA_1] ** step
-        bc2 = 1.0 - hyper[BETA_2] ** step
-        c[_B1], c[_1B1] = hyper[BETA_1], 1.0 - hyper[BETA_1]
-        c[_B2], c[_1B2] = hyper[BETA_2], 1.0 - hyper[BETA_2]
-        c[_EPS] = hyper[EPSILON] / math.sqrt(bc2) if hyper[KERAS_EPSILON] != 0 else hyper[EPSILON]
-        c[_LR_BC1], c[_INV_BC2] = lr / bc1, 1.0 / bc2
-        c[_DECAY] = 1.0 - lr * hyper[WEIGHT_DECAY]
+        a, b = hyper[BETA_1], hyper[BETA_2]
+        bc1, bc2 = 1.0 - a ** step, 1.0 - b ** step
+        eps = hyper[EPSILON] / math.sqrt(bc2) if hyper[KERAS_EPSILON] != 0 else hyper[EPSILON]
+        lr_bc1, inv_bc2 = lr / bc1, 1.0 / bc2
+        decay = 1.0 - lr * hyper[WEIGHT_DECAY]
     elif kind == RMSPROP_KIND:
-        c[_B2], c[_1B2], c[_EPS] = hyper[RHO], 1.0 - hyper[RHO], hyper[EPSILON]
+        b, eps = hyper[RHO], hyper[EPSILON]
     else:
-        c[_B1] = hyper[MOMENTUM]
-    return c.astype(dtype_of.dtype)
+        a = hyper[MOMENTUM]
+    return (typed(like, lr), typed(like, a), typed(like, 1.0 - a), typed(like, b),
+            typed(like, 1.0 - b), typed(like, eps), typed(like, lr_bc1), typed(like, inv_bc2),
+            typed(like, decay))
 
 
 @helper
-def update_one(kind, c, p, g, s1, s2, i, gi):
-    """Update element ``i`` given its (already clipped) gradient ``gi``."""
+def update_one(kind, k, p, s1, s2, i, gi):
+    """Update element ``i`` given its (already clipped) gradient ``gi``; ``k`` from step_constants."""
+    lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay = k
     if kind == ADAM_KIND:
-        m = c[_B1] * s1[i] + c[_1B1] * gi
-        v = c[_B2] * s2[i] + c[_1B2] * gi * gi
-        s1[i], s2[i] = m, v
-        p[i] = p[i] * c[_DECAY] - c[_LR_BC1] * m / (np.sqrt(v * c[_INV_BC2]) + c[_EPS])
+        m = a * s1[i] + one_a * gi
+        v = b * s2[i] + one_b * gi * gi
+        s1[i] = m
+        s2[i] = v
+        p[i] = p[i] * decay - lr_bc1 * m / (np.sqrt(v * inv_bc2) + eps)
     elif kind == RMSPROP_KIND:
-        s = c[_B2] * s1[i] + c[_1B2] * gi * gi
+        s = b * s1[i] + one_b * gi * gi
         s1[i] = s
-        p[i] -= c[_LR] * gi / np.sqrt(s + c[_EPS])
+        p[i] -= lr * gi / np.sqrt(s + eps)
     else:
-        buf = c[_B1] * s1[i] + gi
+        buf = a * s1[i] + gi
         s1[i] = buf
-        p[i] -= c[_LR] * buf
+        p[i] -= lr * buf
 
 
 @helper(parallel=True)
-def update_range(kind, c, p, g, s1, s2, lo, hi, scale):
+def update_range(kind, k, p, g, s1, s2, lo, hi, scale):
     """Update elements ``[lo, hi)`` with gradient ``scale * g``."""
-    # one loop per kind, so that each loop body is branch-free and vectorises
+    # Loops run over slices from 0: an index that might be negative (range(lo, hi)) makes Numba
+    # emit wrap-around code, which stops vectorisation. One loop per kind keeps bodies branch-free.
+    p, g, s1, s2 = p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi]
     if kind == ADAM_KIND:
-        for i in prange(lo, hi):
-            update_one(ADAM_KIND, c, p, g, s1, s2, i, scale * g[i])
+        for i in prange(p.size):
+            update_one(ADAM_KIND, k, p, s1, s2, i, scale * g[i])
     elif kind == RMSPROP_KIND:
-        for i in prange(lo, hi):
-            update_one(RMSPROP_KIND, c, p, g, s1, s2, i, scale * g[i])
+        for i in prange(p.size):
+            update_one(RMSPROP_KIND, k, p, s1, s2, i, scale * g[i])
     else:
-        for i in prange(lo, hi):
-            update_one(kind, c, p, g, s1, s2, i, scale * g[i])
+        for i in prange(p.size):
+            update_one(kind, k, p, s1, s2, i, scale * g[i])
+
+
+@helper
+def update_row(kind, k, p, g, s1, s2, lo, hi, scale, has_grad):
+    """Update one row ``[lo, hi)``; ``has_grad`` False means its gradient is zero (not read)."""
+    p, g, s1, s2 = p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi]
+    zero = scale - scale
+    if kind == ADAM_KIND:
+        if has_grad:
+            for i in range(p.size):
+                update_one(ADAM_KIND, k, p, s1, s2, i, scale * g[i])
+        else:
+            for i in range(p.size):
+                update_one(ADAM_KIND, k, p, s1, s2, i, zero)
+    elif kind == RMSPROP_KIND:
+        if has_grad:
+            for i in range(p.size):
+                update_one(RMSPROP_KIND, k, p, s1, s2, i, scale * g[i])
+        else:
+            for i in range(p.size):
+                update_one(RMSPROP_KIND, k, p, s1, s2, i, zero)
+    else:
+        if has_grad:
+            for i in range(p.size):
+                update_one(kind, k, p, s1, s2, i, scale * g[i])
+        else:
+            for i in range(p.size):
+                update_one(kind, k, p, s1, s2, i, zero)
 
 
 @helper(parallel=True)
-def update_rows(kind, c, p, g, s1, s2, D, rows, scale):
-    """Update the rows ``rows`` of a ``(V, D)`` block stored flat (lazy embedding update)."""
+def update_rows(kind, k, p, g, s1, s2, D, rows, scale):
+    """Update the rows ``rows`` of a ``(V, D)`` block stored flat (the lazy embedding update)."""
     for r in prange(rows.shape[0]):
-        lo = rows[r] * D
-        for i in range(lo, lo + D):
-            update_one(kind, c, p, g, s1, s2, i, scale * g[i])
+        update_row(kind, k, p, g, s1, s2, rows[r] * D, rows[r] * D + D, scale, True)
 
 
 @helper(parallel=True)
-def update_rows_dense(kind, c, p, g, s1, s2, D, V, touched, scale):
+def update_all_rows(kind, k, p, g, s1, s2, D, V, touched, scale):
     """Update every row of a ``(V, D)`` block; rows with ``touched[v] == 0`` have zero gradient
     (their entries of ``g`` are not read, so they need not be zeroed)."""
-    zero = scale - scale
     for v in prange(V):
-        lo = v * D
-        if touched[v]:
-            for i in range(lo, lo + D):
-                update_one(kind, c, p, g, s1, s2, i, scale * g[i])
-        else:
-            for i in range(lo, lo + D):
-                update_one(kind, c, p, g, s1, s2, i, zero)
+        update_row(kind, k, p, g, s1, s2, v * D, v * D + D, scale, touched[v] != 0)
 
 
 @helper
 def sum_squares(g, lo, hi):
     """``sum(g[lo:hi] ** 2)`` accumulated in float64."""
+    g = g[lo:hi]
     total = 0.0
-    for i in range(lo, hi):
+    for i in range(g.size):
         total += float(g[i]) * float(g[i])
     return total
 
 
 @helper
-def clip_scale(norm, clipnorm, dtype_of):
+def clip_scale(norm, clipnorm, like):
     """TensorFlow's ``clip_by_global_norm`` factor ``clipnorm / max(norm, clipnorm)``."""
-    return typed(dtype_of, clipnorm / norm if norm > clipnorm else 1.0)
+    return typed(like, clipnorm / norm if norm > clipnorm else 1.0)

@@ -1,93 +1,68 @@
-"""Forward pass: inputs to time-major layout, the hoisted input projection, the recurrence.
+"""Forward pass of one batch chunk: inputs, the hoisted input projection, the recurrence.
 
-Layouts inside the kernels are time-major: ``X (T, B, D)``, ``P (T, B, H)`` (input projection plus
-bias), ``hs (T + 1, B, H)``, step mask ``M (T, B)`` (1 = state update, 0 = carry).
-
-``n_threads`` is passed in from Python (``numba.get_num_threads()``): calling it inside compiled code
-would make the function uncacheable.
+The batch is split into as many chunks as there are threads, and each thread runs whole sequences
+of its chunk with no synchronisation over time. Every scratch buffer is chunk-major: chunk ``c``
+(rows ``b0:b1`` of the batch, ``nb`` of them) owns one contiguous block of each buffer, seen as
+``X (T, nb, D)``, ``P (T, nb, H)``, ``hs (T + 1, nb, H)`` and the step mask ``M (T, nb)``
+(1 = state update, 0 = carry the state). So every matrix product inside a thread is on contiguous
+memory, and the per-chunk products over all time steps are single large calls.
 """
 
 import numpy as np
-from numba import prange
 
 from ._jit import helper
 from ._math import tanh
 
 
-@helper(parallel=True)
-def gather(E, ids, X):
-    """``X[t, b] = E[ids[b, t]]`` (ids already checked to lie in [0, V))."""
-    T, B, D = X.shape
-    for t in prange(T):
-        for b in range(B):
-            row = ids[b, t]
-            for d in range(D):
-                X[t, b, d] = E[row, d]
-
-
-@helper(parallel=True)
-def to_time_major(x, X):
-    """``X[t, b] = x[b, t]`` for dense inputs."""
-    T, B, D = X.shape
-    for t in prange(T):
-        for b in range(B):
-            for d in range(D):
-                X[t, b, d] = x[b, t, d]
-
-
-@helper(parallel=True)
-def step_mask(ids, mask_zero, M):
-    """``M[t, b] = ids[b, t] != 0`` with ``mask_zero``, else 1."""
-    T, B = M.shape
-    for t in prange(T):
-        for b in range(B):
-            M[t, b] = 1 if not mask_zero or ids[b, t] != 0 else 0
-
-
 @helper
-def project(X, W_xh, b_h, P):
-    """``P = X @ W_xh + b_h`` for all time steps in one matrix product."""
-    T, B, D = X.shape
-    H = W_xh.shape[1]
-    P2 = P.reshape((T * B, H))
-    np.dot(X.reshape((T * B, D)), W_xh, P2)
-    for i in range(T * B):
-        for j in range(H):
-            P2[i, j] += b_h[j]
-
-
-@helper
-def chunk(c, n_chunks, B):
-    """Rows ``[b0, b1)`` of batch chunk ``c``: threads split the batch evenly."""
+def chunk_bounds(c, n_chunks, B):
+    """Rows ``[b0, b1)`` of chunk ``c``: the batch split evenly."""
     return c * B // n_chunks, (c + 1) * B // n_chunks
 
 
-@helper(parallel=True)
-def recurrence(P, W_hh, M, hs, n_threads):
-    """``hs[t + 1] = tanh(P[t] + hs[t] @ W_hh)`` where ``M[t]``, else ``hs[t]``.
-
-    Each thread runs whole sequences for its slice of the batch: no synchronisation over time.
-    """
-    T, B, H = P.shape
-    n_chunks = min(B, n_threads)
-    for c in prange(n_chunks):
-        b0, b1 = chunk(c, n_chunks, B)
-        a = np.empty((b1 - b0, H), P.dtype)
-        for t in range(T):
-            np.dot(hs[t, b0:b1], W_hh, a)
-            for i in range(b1 - b0):
-                b = b0 + i
-                if M[t, b]:
-                    for j in range(H):
-                        hs[t + 1, b, j] = tanh(a[i, j] + P[t, b, j])
-                else:
-                    for j in range(H):
-                        hs[t + 1, b, j] = hs[t, b, j]
+@helper
+def block(buf, start, shape):
+    """``buf[start:start + prod(shape)]`` seen as ``shape``."""
+    n = 1
+    for s in shape:
+        n *= s
+    return buf[start:start + n].reshape(shape)
 
 
 @helper
-def rnn(X, W_xh, W_hh, b_h, M, P, hs, n_threads):
-    """The recurrent layer on time-major inputs: hoisted projection, then the recurrence."""
-    project(X, W_xh, b_h, P)
+def chunk_inputs(E, ids, x, b0, mask_zero, X, M):
+    """Chunk inputs ``X[t, i]`` = ``E[ids[b0 + i, t]]`` (token ids) or ``x[b0 + i, t]`` (dense),
+    and the step mask (``ids != 0`` with ``mask_zero``, else all steps)."""
+    T, nb, D = X.shape
+    for t in range(T):
+        for i in range(nb):
+            if E.shape[0] > 0:
+                v = ids[b0 + i, t]
+                X[t, i, :] = E[v]
+                M[t, i] = 0 if mask_zero and v == 0 else 1
+            else:
+                X[t, i, :] = x[b0 + i, t]
+                M[t, i] = 1
+
+
+@helper
+def chunk_forward(X, W_xh, W_hh, b_h, M, P, hs):
+    """``hs[t + 1] = tanh(X[t] @ W_xh + hs[t] @ W_hh + b_h)`` where ``M[t]``, else ``hs[t]``.
+
+    The input projection of all steps is one product up front; the loop over time only multiplies
+    ``(nb, H) @ (H, H)``.
+    """
+    T, nb, D = X.shape
+    H = W_hh.shape[0]
+    np.dot(X.reshape((T * nb, D)), W_xh, P.reshape((T * nb, H)))
     hs[0] = 0
-    recurrence(P, W_hh, M, hs, n_threads)
+    a = np.empty((nb, H), X.dtype)
+    for t in range(T):
+        h_prev, h, p, m = hs[t], hs[t + 1], P[t], M[t]
+        np.dot(h_prev, W_hh, a)
+        for i in range(nb):
+            if m[i]:
+                for j in range(H):
+                    h[i, j] = tanh(a[i, j] + p[i, j] + b_h[j])
+            else:
+                h[i, :] = h_prev[i, :]

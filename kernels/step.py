@@ -1,22 +1,25 @@
 """The compiled entry points: each public function of ``fastrnn.kernels`` runs one of these.
 
 ``train_step`` is the fused one: forward, loss, backward, clipping and the optimizer update of one
-batch in a single compiled call. Scratch buffers are reused along the way: the input projection
-``P`` becomes ``dA`` once the forward pass is done, and the gathered inputs ``X`` become ``dX``.
+batch in a single compiled call. Threads split the batch into chunks (see ``rnn.py``); each thread
+writes its own partial gradients, which are summed once after the parallel loop.
+Scratch buffers are reused along the way: the input projection ``P`` becomes ``dA`` once the
+forward pass is done, and the chunk inputs ``X`` become ``dX``.
 """
 
 import numpy as np
+from numba import prange
 
 from fastrnn.optim import CLIPNORM
 
 from ._jit import In, Out, f64, helper, i32, i64, jit, u8, void
-from .bptt import input_grads, recurrence_backward, scatter_rows, weight_grads
-from .rnn import gather, rnn, step_mask, to_time_major
-from .loss import dense, head_backward, softmax_xent
-from .optim import (clip_scale, step_constants, sum_squares, update_range, update_rows,
-                    update_rows_dense)
+from .bptt import chunk_backward, chunk_input_grads, chunk_weight_grads
+from .loss import head_backward, head_forward, softmax_xent
+from .optim import (clip_scale, step_constants, sum_squares, update_all_rows, update_range,
+                    update_rows)
+from .rnn import block, chunk_bounds, chunk_forward, chunk_inputs
 
-_b = i64  # booleans travel as int64 flags: one signature, no bool/int ambiguity
+_b = i64  # flags travel as int64: one signature, no bool/int ambiguity
 
 
 @helper
@@ -32,58 +35,101 @@ def views(theta, V, D, H, C):
 
 
 @helper
-def model_inputs(E, ids, x, mask_zero, X, M):
-    """Time-major inputs ``X`` and step mask ``M`` from token ids (when ``E`` has rows) or dense x."""
-    if E.shape[0] > 0:
-        gather(E, ids, X)
-        step_mask(ids, mask_zero, M)
-    else:
-        to_time_major(x, X)
-        M[:] = 1
+def chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb):
+    """Chunk ``c``'s rows and its blocks ``X (T, nb, D), M (T, nb), P (T, nb, H), hs (T + 1, nb, H)``."""
+    b0, b1 = chunk_bounds(c, nc, B)
+    nb = b1 - b0
+    return (b0, b1, block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb)),
+            block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H)))
+
+
+@helper(parallel=True)
+def batch_pass(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, Xb, want_grad):
+    """Forward (and with ``want_grad`` backward) pass of the whole batch over ``nt`` threads.
+
+    Writes ``logits``; with ``want_grad`` writes every gradient but the embedding's into ``grad``
+    and leaves the embedding's input gradients, chunk-major, in ``Xb``. Returns (loss, n_correct).
+    """
+    E, W_xh, W_hh, b_h, W_hy, b_y = views(theta, V, D, H, C)
+    B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
+    nc = max(1, min(B, nt))
+    Mb = np.empty(T * B, np.uint8)
+    Pb = np.empty(T * B * H, theta.dtype)
+    Hb = np.empty((T + 1) * B * H, theta.dtype)
+    pW_xh, pW_hh = np.empty((nc, D, H), theta.dtype), np.empty((nc, H, H), theta.dtype)
+    pb_h, pW_hy = np.empty((nc, H), theta.dtype), np.empty((nc, H, C), theta.dtype)
+    pb_y = np.empty((nc, C), theta.dtype)
+    loss_c, correct_c = np.zeros(nc), np.zeros(nc, np.int64)
+    dlogits = np.empty_like(logits)
+    W_hh_T, W_xh_T, W_hy_T = W_hh.T.copy(), W_xh.T.copy(), W_hy.T.copy()
+    for c in prange(nc):
+        b0, b1, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
+        chunk_inputs(E, ids, x, b0, mask_zero, X, M)
+        chunk_forward(X, W_xh, W_hh, b_h, M, P, hs)
+        head_forward(hs[T], W_hy, b_y, logits[b0:b1])
+        if want_grad:
+            loss_c[c], correct_c[c] = softmax_xent(logits[b0:b1], y[b0:b1], B, dlogits[b0:b1])
+            dh = np.empty((b1 - b0, H), theta.dtype)
+            head_backward(hs[T], dlogits[b0:b1], W_hy_T, pW_hy[c], pb_y[c], dh)
+            dA = P
+            chunk_backward(dh, hs, W_hh_T, M, k, dA)
+            chunk_weight_grads(X, hs, dA, pW_xh[c], pW_hh[c], pb_h[c])
+            if V > 0:
+                chunk_input_grads(dA, W_xh_T, X)
+    if want_grad:
+        gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
+        gW_xh[:], gW_hh[:], gb_h[:], gW_hy[:], gb_y[:] = pW_xh[0], pW_hh[0], pb_h[0], pW_hy[0], pb_y[0]
+        for c in range(1, nc):
+            gW_xh += pW_xh[c]
+            gW_hh += pW_hh[c]
+            gb_h += pb_h[c]
+            gW_hy += pW_hy[c]
+            gb_y += pb_y[c]
+    return loss_c.sum() / B, correct_c.sum()
+
+
+@helper(parallel=True)
+def scatter_rows(ids, Xb, D, nt, dE):
+    """``dE[ids[b, t]] += dX[t, b]`` for every token, with ``dX`` chunk-major in ``Xb``. Thread ``o``
+    owns the rows ``v % nt == o``, so no two threads ever add into the same row."""
+    B, T = ids.shape
+    nc = max(1, min(B, nt))
+    for o in prange(nt):
+        for c in range(nc):
+            b0, b1 = chunk_bounds(c, nc, B)
+            nb = b1 - b0
+            for t in range(T):
+                for i in range(nb):
+                    v = ids[b0 + i, t]
+                    if v % nt == o:
+                        off = (T * b0 + t * nb + i) * D
+                        row, dx = dE[v], Xb[off:off + D]
+                        for d in range(D):
+                            row[d] += dx[d]
 
 
 @helper
-def batch_shape(V, ids, x):
-    return (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
-
-
-@helper
-def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, logits, rows, n_rows, nt):
+def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows, n_rows):
     """Loss and gradient of the classifier on one batch; returns ``(loss, n_correct)``.
 
     The embedding gradient is written for the rows ``rows[:n_rows]`` only (zeroed, then summed into);
     the other rows of ``grad``'s embedding block are left as they were.
     """
-    E, W_xh, W_hh, b_h, W_hy, b_y = views(theta, V, D, H, C)
-    gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
-    B, T = batch_shape(V, ids, x)
-    X = np.empty((T, B, D), theta.dtype)
-    M = np.empty((T, B), np.uint8)
-    P = np.empty((T, B, H), theta.dtype)
-    hs = np.empty((T + 1, B, H), theta.dtype)
-    model_inputs(E, ids, x, mask_zero, X, M)
-    rnn(X, W_xh, W_hh, b_h, M, P, hs, nt)
-    dense(hs[T], W_hy, b_y, logits)
-    dlogits = np.empty_like(logits)
-    loss, correct = softmax_xent(logits, y, dlogits)
-    dh_T = np.empty((B, H), theta.dtype)
-    head_backward(hs[T], dlogits, W_hy.T.copy(), gW_hy, gb_y, dh_T)
-    dA = P
-    recurrence_backward(dh_T, hs, W_hh.T.copy(), M, k, dA, nt)
-    weight_grads(X, hs, dA, gW_xh, gW_hh, gb_h)
+    B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
+    Xb = np.empty(T * B * D, theta.dtype)
+    loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, Xb,
+                               True)
     if V > 0:
-        dX = X
-        input_grads(dA, W_xh.T.copy(), dX)
+        gE = grad[:V * D].reshape((V, D))
         for r in range(n_rows):
             gE[rows[r]] = 0
-        scatter_rows(ids, dX, gE, nt)
+        scatter_rows(ids, Xb, D, nt, gE)
     return loss, correct
 
 
 @helper
 def batch_rows(ids, V, touched, rows):
     """Mark the embedding rows that occur in ``ids``; list them in ``rows``; return their count."""
-    touched[:] = 0
     n = 0
     for b in range(ids.shape[0]):
         for t in range(ids.shape[1]):
@@ -96,59 +142,83 @@ def batch_rows(ids, V, touched, rows):
 
 
 # ------------------------------------------------------------------------------------------------
-# entry points (signature templates: F is the float type)
+# entry points (signature templates: F is the float type); ``nt`` is the thread count, passed in
+# from Python because calling numba.get_num_threads() in compiled code makes it uncacheable
 # ------------------------------------------------------------------------------------------------
 
-@jit(lambda F: void(In(F, 3), In(F, 2), In(F, 2), In(F, 1), In(u8, 2), Out(F, 3), i64))
-def rnn_forward(x, W_xh, W_hh, b_h, M, hs, nt):
+@jit(lambda F: void(In(F, 3), In(F, 2), In(F, 2), In(F, 1), In(u8, 2), Out(F, 3), i64),
+     parallel=True)
+def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
     B, T, D = x.shape
-    X = np.empty((T, B, D), x.dtype)
-    to_time_major(x, X)
-    rnn(X, W_xh, W_hh, b_h, M, np.empty((T, B, W_hh.shape[0]), x.dtype), hs, nt)
+    H = W_hh.shape[0]
+    nc = max(1, min(B, nt))
+    Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
+    Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
+    no_rows = np.empty((0, D), x.dtype)
+    for c in prange(nc):
+        b0, b1, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
+        chunk_inputs(no_rows, mask, x, b0, 0, X, M)
+        for t in range(T):
+            for i in range(b1 - b0):
+                M[t, i] = mask[b0 + i, t]
+        chunk_forward(X, W_xh, W_hh, b_h, M, P, hs)
+        hs_out[:, b0:b1] = hs
 
 
 @jit(lambda F: void(In(F, 2), In(F, 3), In(F, 3), In(F, 2), In(F, 2), In(u8, 2), i64,
-                    Out(F, 3), Out(F, 2), Out(F, 2), Out(F, 1), i64))
-def rnn_backward(dh, x, hs, W_xh, W_hh, M, k, dx, dW_xh, dW_hh, db_h, nt):
+                    Out(F, 3), Out(F, 2), Out(F, 2), Out(F, 1), i64), parallel=True)
+def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
     B, T, D = x.shape
     H = W_hh.shape[0]
-    X = np.empty((T, B, D), x.dtype)
-    to_time_major(x, X)
-    dA = np.empty((T, B, H), x.dtype)
-    recurrence_backward(dh, hs, W_hh.T.copy(), M, k, dA, nt)
-    weight_grads(X, hs, dA, dW_xh, dW_hh, db_h)
-    input_grads(dA, W_xh.T.copy(), X)
-    for b in range(B):
+    nc = max(1, min(B, nt))
+    Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
+    Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
+    pW_xh, pW_hh, pb_h = np.empty((nc, D, H), x.dtype), np.empty((nc, H, H), x.dtype), np.empty((nc, H), x.dtype)
+    W_hh_T, W_xh_T = W_hh.T.copy(), W_xh.T.copy()
+    for c in prange(nc):
+        b0, b1, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         for t in range(T):
-            dx[b, t] = X[t, b]
+            for i in range(b1 - b0):
+                X[t, i] = x[b0 + i, t]
+                M[t, i] = mask[b0 + i, t]
+        hs[:] = hs_in[:, b0:b1]
+        dh_c = dh[b0:b1].copy()
+        chunk_backward(dh_c, hs, W_hh_T, M, k, dA)
+        chunk_weight_grads(X, hs, dA, pW_xh[c], pW_hh[c], pb_h[c])
+        chunk_input_grads(dA, W_xh_T, X)
+        for t in range(T):
+            for i in range(b1 - b0):
+                dx[b0 + i, t] = X[t, i]
+    dW_xh[:], dW_hh[:], db_h[:] = pW_xh[0], pW_hh[0], pb_h[0]
+    for c in range(1, nc):
+        dW_xh += pW_xh[c]
+        dW_hh += pW_hh[c]
+        db_h += pb_h[c]
 
 
 @jit(lambda F: f64(In(F, 2), In(i64, 1), Out(F, 2)))
 def xent(logits, y, dlogits):
-    return softmax_xent(logits, y, dlogits)[0]
+    return softmax_xent(logits, y, logits.shape[0], dlogits)[0] / logits.shape[0]
 
 
 @jit(lambda F: void(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), _b, Out(F, 2), i64))
 def forward(theta, V, D, H, C, ids, x, mask_zero, logits, nt):
-    E, W_xh, W_hh, b_h, W_hy, b_y = views(theta, V, D, H, C)
-    B, T = batch_shape(V, ids, x)
-    X = np.empty((T, B, D), theta.dtype)
-    M = np.empty((T, B), np.uint8)
-    hs = np.empty((T + 1, B, H), theta.dtype)
-    model_inputs(E, ids, x, mask_zero, X, M)
-    rnn(X, W_xh, W_hh, b_h, M, np.empty((T, B, H), theta.dtype), hs, nt)
-    dense(hs[T], W_hy, b_y, logits)
+    B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
+    unused_grad = np.empty(theta.size, theta.dtype)
+    batch_pass(theta, unused_grad, V, D, H, C, ids, x, np.zeros(0, np.int64), mask_zero, 0, nt,
+               logits, np.empty(T * B * D, theta.dtype), False)
 
 
 @jit(lambda F: f64(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), In(i64, 1), _b, i64,
                    Out(F, 1), Out(F, 2), i64))
 def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
     rows = np.arange(V)
-    return model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, logits, rows, V, nt)[0]
+    return model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows, V)[0]
 
 
 @jit(lambda F: void(Out(F, 1), Out(F, 1), Out(F, 1), Out(F, 1), i64, i64, i64, i64, i64,
-                    In(i32, 2), In(F, 3), In(i64, 1), i64, In(f64, 1), _b, i64, _b, Out(f64, 1), i64))
+                    In(i32, 2), In(F, 3), In(i64, 1), i64, In(f64, 1), _b, i64, _b, Out(f64, 1),
+                    i64))
 def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
                stats, nt):
     B = ids.shape[0] if V > 0 else x.shape[0]
@@ -156,35 +226,36 @@ def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
     rows = np.empty(min(V, ids.size), np.int64)
     n_rows = batch_rows(ids, V, touched, rows) if V > 0 else 0
     logits = np.empty((B, C), theta.dtype)
-    loss, correct = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, logits, rows,
-                                n_rows, nt)
+    loss, correct = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows,
+                                n_rows)
     # global norm over the gradient (embedding rows outside the batch have zero gradient)
     tail = V * D
     squares = sum_squares(grad, tail, grad.size)
     for r in range(n_rows):
         squares += sum_squares(grad, rows[r] * D, rows[r] * D + D)
     norm = np.sqrt(squares)
+    stats[0], stats[1], stats[2] = loss, correct, norm
+    if not np.isfinite(norm):                     # update nothing; the caller decides
+        return
     scale = clip_scale(norm, hyper[CLIPNORM], theta)
-    c = step_constants(kind, hyper, step, theta)
-    update_range(kind, c, theta, grad, s1, s2, tail, grad.size, scale)
+    consts = step_constants(kind, hyper, step, theta)
+    update_range(kind, consts, theta, grad, s1, s2, tail, grad.size, scale)
     if V > 0:
         if lazy:
-            update_rows(kind, c, theta, grad, s1, s2, D, rows[:n_rows], scale)
+            update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n_rows], scale)
         else:
-            update_rows_dense(kind, c, theta, grad, s1, s2, D, V, touched, scale)
-    stats[0], stats[1], stats[2] = loss, correct, norm
+            update_all_rows(kind, consts, theta, grad, s1, s2, D, V, touched, scale)
 
 
 @jit(lambda F: void(i64, In(f64, 1), i64, Out(F, 1), In(F, 1), Out(F, 1), Out(F, 1), In(i64, 1),
                     i64))
 def optimizer_update(kind, hyper, step, p, g, s1, s2, rows, D):
-    c = step_constants(kind, hyper, step, p)
-    one = p[:1].copy()
-    one[0] = 1
+    consts = step_constants(kind, hyper, step, p)
+    one = clip_scale(0.0, 1.0, p)
     if D > 0:
-        update_rows(kind, c, p, g, s1, s2, D, rows, one[0])
+        update_rows(kind, consts, p, g, s1, s2, D, rows, one)
     else:
-        update_range(kind, c, p, g, s1, s2, 0, p.size, one[0])
+        update_range(kind, consts, p, g, s1, s2, 0, p.size, one)
 
 
 @jit(lambda F: f64(Out(F, 1), f64))
