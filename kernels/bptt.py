@@ -37,22 +37,26 @@ def chunk_backward(dh, hs, W_hh_T, M, k, dA):
 
 
 @helper
-def chunk_weight_grads(X, hs, dA, dW_xh, dW_hh, db_h):
-    """``dW_xh = sum_t X[t].T @ dA[t]``, ``dW_hh = sum_t hs[t].T @ dA[t]``, ``db_h = sum dA``."""
+def chunk_recurrent_grads(hs, dA, dW_hh, db_h):
+    """``dW_hh = sum_t hs[t].T @ dA[t]`` (one product over all steps) and ``db_h = sum dA``."""
     T, nb, H = dA.shape
-    D = X.shape[2]
     dA2 = dA.reshape((T * nb, H))
-    np.dot(X.reshape((T * nb, D)).T, dA2, dW_xh)
     np.dot(hs[:T].reshape((T * nb, H)).T, dA2, dW_hh)
     acc = np.zeros(H)                                # float64 accumulator over T * nb terms
     for r in range(T * nb):
+        row = dA2[r]
         for j in range(H):
-            acc[j] += dA2[r, j]
+            acc[j] += row[j]
     db_h[:] = acc
 
 
 @helper
-def chunk_input_grads(dA, W_xh_T, dX):
-    """``dX[t] = dA[t] @ W_xh.T`` for all steps in one product."""
+def chunk_dense_input_grads(X, dA, W_xh_T, dW_xh, want_dx):
+    """``dW_xh = sum_t X[t].T @ dA[t]``; with ``want_dx`` also ``dX[t] = dA[t] @ W_xh.T``, written
+    over ``X``."""
     T, nb, H = dA.shape
-    np.dot(dA.reshape((T * nb, H)), W_xh_T, dX.reshape((T * nb, W_xh_T.shape[1])))
+    D = X.shape[2]
+    dA2 = dA.reshape((T * nb, H))
+    np.dot(X.reshape((T * nb, D)).T, dA2, dW_xh)
+    if want_dx:
+        np.dot(dA2, W_xh_T, X.reshape((T * nb, D)))

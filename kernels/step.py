@@ -2,9 +2,9 @@
 
 ``train_step`` is the fused one: forward, loss, backward, clipping and the optimizer update of one
 batch in a single compiled call. Threads split the batch into chunks (see ``rnn.py``); each thread
-writes its own partial gradients, which are summed once after the parallel loop.
-Scratch buffers are reused along the way: the input projection ``P`` becomes ``dA`` once the
-forward pass is done, and the chunk inputs ``X`` become ``dX``.
+writes its own partial gradients, which are summed once after the parallel loop. Products over
+other dimensions (the distinct tokens of a batch) are split over threads by rows the same way.
+The input projections ``P`` are overwritten by ``dA = d loss / d a_t`` in the backward pass.
 """
 
 import numpy as np
@@ -13,11 +13,11 @@ from numba import prange
 from fastrnn.optim import CLIPNORM
 
 from ._jit import In, Out, f64, helper, i32, i64, jit, u8, void
-from .bptt import chunk_backward, chunk_input_grads, chunk_weight_grads
+from .bptt import chunk_backward, chunk_dense_input_grads, chunk_recurrent_grads
 from .loss import head_backward, head_forward, softmax_xent
 from .optim import (clip_scale, step_constants, sum_squares, update_all_rows, update_range,
                     update_rows)
-from .rnn import block, chunk_bounds, chunk_forward, chunk_inputs
+from .rnn import block, chunk_bounds, chunk_dense_inputs, chunk_token_inputs, recurrence
 
 _b = i64  # flags travel as int64: one signature, no bool/int ambiguity
 
@@ -34,48 +34,103 @@ def views(theta, V, D, H, C):
             theta[o3:o4], theta[o4:o5].reshape((H, C)), theta[o5:o5 + C])
 
 
-@helper
-def chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb):
-    """Chunk ``c``'s rows and its blocks ``X (T, nb, D), M (T, nb), P (T, nb, H), hs (T + 1, nb, H)``."""
-    b0, b1 = chunk_bounds(c, nc, B)
-    nb = b1 - b0
-    return (b0, b1, block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb)),
-            block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H)))
+@helper(parallel=True)
+def rows_matmul(A, B, out, nt):
+    """``out = A @ B`` with the rows of ``A`` split over ``nt`` threads."""
+    n = A.shape[0]
+    nc = max(1, min(n, nt))
+    for c in prange(nc):
+        r0, r1 = chunk_bounds(c, nc, n)
+        if r1 > r0:
+            np.dot(A[r0:r1], B, out[r0:r1])
 
 
 @helper(parallel=True)
-def batch_pass(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, Xb, want_grad):
+def rows_At_B(A, B, out, nt):
+    """``out = A.T @ B`` with the rows of ``A`` and ``B`` split over ``nt`` threads."""
+    n = A.shape[0]
+    nc = max(1, min(n, nt))
+    part = np.zeros((nc, A.shape[1], B.shape[1]), A.dtype)
+    for c in prange(nc):
+        r0, r1 = chunk_bounds(c, nc, n)
+        if r1 > r0:
+            np.dot(A[r0:r1].T, B[r0:r1], part[c])
+    out[:] = part[0]
+    for c in range(1, nc):
+        out += part[c]
+
+
+@helper
+def batch_rows(ids, touched, rows, slot):
+    """Mark the distinct ids of the batch in ``touched``, list them in ``rows`` and number them in
+    ``slot`` (``rows[slot[v]] == v``); return how many there are."""
+    n = 0
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1]):
+            v = ids[b, t]
+            if touched[v] == 0:
+                touched[v] = 1
+                rows[n] = v
+                slot[v] = n
+                n += 1
+    return n
+
+
+@helper
+def token_projection(E, W_xh, ids, nt, touched, rows, slot):
+    """``(n, Ec, EW)``: the ``n`` distinct ids of the batch, their embedding rows ``Ec (n, D)``
+    and their input projections ``EW = Ec @ W_xh (n, H)``."""
+    n = batch_rows(ids, touched, rows, slot)
+    Ec = np.empty((n, E.shape[1]), E.dtype)
+    for r in range(n):
+        Ec[r] = E[rows[r]]
+    EW = np.empty((n, W_xh.shape[1]), E.dtype)
+    rows_matmul(Ec, W_xh, EW, nt)
+    return n, Ec, EW
+
+
+@helper(parallel=True)
+def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot, EW, logits, Pb,
+               want_grad, want_dx, Xb):
     """Forward (and with ``want_grad`` backward) pass of the whole batch over ``nt`` threads.
 
-    Writes ``logits``; with ``want_grad`` writes every gradient but the embedding's into ``grad``
-    and leaves the embedding's input gradients, chunk-major, in ``Xb``. Returns (loss, n_correct).
+    Writes ``logits``. With ``want_grad``: returns ``(loss, n_correct)``, writes the gradients of
+    ``W_hh, b_h, W_hy, b_y`` (and ``W_xh`` for dense inputs) into ``grad`` and leaves
+    ``dA (T, nb, H)`` chunk-major in ``Pb``; with ``want_dx`` (dense inputs) the input gradients
+    ``dX`` chunk-major in ``Xb``.
     """
     E, W_xh, W_hh, b_h, W_hy, b_y = views(theta, V, D, H, C)
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     nc = max(1, min(B, nt))
     Mb = np.empty(T * B, np.uint8)
-    Pb = np.empty(T * B * H, theta.dtype)
     Hb = np.empty((T + 1) * B * H, theta.dtype)
-    pW_xh, pW_hh = np.empty((nc, D, H), theta.dtype), np.empty((nc, H, H), theta.dtype)
+    pW_xh, pW_hh = np.zeros((nc, D, H), theta.dtype), np.empty((nc, H, H), theta.dtype)
     pb_h, pW_hy = np.empty((nc, H), theta.dtype), np.empty((nc, H, C), theta.dtype)
     pb_y = np.empty((nc, C), theta.dtype)
     loss_c, correct_c = np.zeros(nc), np.zeros(nc, np.int64)
     dlogits = np.empty_like(logits)
     W_hh_T, W_xh_T, W_hy_T = W_hh.T.copy(), W_xh.T.copy(), W_hy.T.copy()
     for c in prange(nc):
-        b0, b1, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
-        chunk_inputs(E, ids, x, b0, mask_zero, X, M)
-        chunk_forward(X, W_xh, W_hh, b_h, M, P, hs)
+        b0, b1 = chunk_bounds(c, nc, B)
+        nb = b1 - b0
+        M, P = block(Mb, T * b0, (T, nb)), block(Pb, T * b0 * H, (T, nb, H))
+        hs = block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
+        X = block(Xb, T * b0 * D, (T, nb, D)) if V == 0 else np.empty((0, 0, 0), theta.dtype)
+        if V > 0:
+            chunk_token_inputs(ids, b0, mask_zero, slot, EW, P, M)
+        else:
+            chunk_dense_inputs(x, mask, b0, W_xh, X, M, P)
+        recurrence(W_hh, b_h, M, P, hs)
         head_forward(hs[T], W_hy, b_y, logits[b0:b1])
         if want_grad:
             loss_c[c], correct_c[c] = softmax_xent(logits[b0:b1], y[b0:b1], B, dlogits[b0:b1])
-            dh = np.empty((b1 - b0, H), theta.dtype)
+            dh = np.empty((nb, H), theta.dtype)
             head_backward(hs[T], dlogits[b0:b1], W_hy_T, pW_hy[c], pb_y[c], dh)
             dA = P
             chunk_backward(dh, hs, W_hh_T, M, k, dA)
-            chunk_weight_grads(X, hs, dA, pW_xh[c], pW_hh[c], pb_h[c])
-            if V > 0:
-                chunk_input_grads(dA, W_xh_T, X)
+            chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
+            if V == 0:
+                chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], want_dx)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
         gW_xh[:], gW_hh[:], gb_h[:], gW_hy[:], gb_y[:] = pW_xh[0], pW_hh[0], pb_h[0], pW_hy[0], pb_y[0]
@@ -89,9 +144,9 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, Xb,
 
 
 @helper(parallel=True)
-def scatter_rows(ids, Xb, D, nt, dE):
-    """``dE[ids[b, t]] += dX[t, b]`` for every token, with ``dX`` chunk-major in ``Xb``. Thread ``o``
-    owns the rows ``v % nt == o``, so no two threads ever add into the same row."""
+def scatter_tokens(ids, Pb, slot, H, nt, dEW):
+    """``dEW[slot[v]] += dA[t, b]`` for every token ``v = ids[b, t]``, with ``dA`` chunk-major in
+    ``Pb``. Thread ``o`` owns the slots ``s % nt == o``: no two threads add into the same row."""
     B, T = ids.shape
     nc = max(1, min(B, nt))
     for o in prange(nt):
@@ -100,45 +155,39 @@ def scatter_rows(ids, Xb, D, nt, dE):
             nb = b1 - b0
             for t in range(T):
                 for i in range(nb):
-                    v = ids[b0 + i, t]
-                    if v % nt == o:
-                        off = (T * b0 + t * nb + i) * D
-                        row, dx = dE[v], Xb[off:off + D]
-                        for d in range(D):
-                            row[d] += dx[d]
+                    s = slot[ids[b0 + i, t]]
+                    if s % nt == o:
+                        off = (T * b0 + t * nb + i) * H
+                        row, da = dEW[s], Pb[off:off + H]
+                        for j in range(H):
+                            row[j] += da[j]
 
 
 @helper
-def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows, n_rows):
-    """Loss and gradient of the classifier on one batch; returns ``(loss, n_correct)``.
+def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, touched, rows):
+    """Loss and gradient of the classifier on one batch; returns ``(loss, n_correct, n_rows)``.
 
-    The embedding gradient is written for the rows ``rows[:n_rows]`` only (zeroed, then summed into);
-    the other rows of ``grad``'s embedding block are left as they were.
+    The embedding gradient is written for the ``n_rows`` distinct ids of the batch only, listed in
+    ``rows[:n_rows]`` and marked in ``touched``; its other rows in ``grad`` are left as they were.
     """
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
-    Xb = np.empty(T * B * D, theta.dtype)
-    loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, Xb,
-                               True)
+    E, W_xh = views(theta, V, D, H, C)[:2]
+    Pb = np.empty(T * B * H, theta.dtype)
+    slot = np.empty(V, np.int64)
+    n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
+    Xb = np.empty(0 if V > 0 else T * B * D, theta.dtype)
+    loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8), y,
+                               mask_zero, k, nt, slot, EW, logits, Pb, True, False, Xb)
     if V > 0:
-        gE = grad[:V * D].reshape((V, D))
-        for r in range(n_rows):
-            gE[rows[r]] = 0
-        scatter_rows(ids, Xb, D, nt, gE)
-    return loss, correct
-
-
-@helper
-def batch_rows(ids, V, touched, rows):
-    """Mark the embedding rows that occur in ``ids``; list them in ``rows``; return their count."""
-    n = 0
-    for b in range(ids.shape[0]):
-        for t in range(ids.shape[1]):
-            v = ids[b, t]
-            if touched[v] == 0:
-                touched[v] = 1
-                rows[n] = v
-                n += 1
-    return n
+        dEW = np.zeros((n, H), theta.dtype)
+        scatter_tokens(ids, Pb, slot, H, nt, dEW)
+        gE, gW_xh = views(grad, V, D, H, C)[:2]
+        rows_At_B(Ec, dEW, gW_xh, nt)              # dW_xh = sum over tokens of E[v].T @ dA
+        dEc = np.empty((n, D), theta.dtype)
+        rows_matmul(dEW, W_xh.T.copy(), dEc, nt)   # dE[v] = (sum of dA over v's tokens) @ W_xh.T
+        for r in range(n):
+            gE[rows[r]] = dEc[r]
+    return loss, correct, n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,14 +203,13 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
     nc = max(1, min(B, nt))
     Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
     Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
-    no_rows = np.empty((0, D), x.dtype)
     for c in prange(nc):
-        b0, b1, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
-        chunk_inputs(no_rows, mask, x, b0, 0, X, M)
-        for t in range(T):
-            for i in range(b1 - b0):
-                M[t, i] = mask[b0 + i, t]
-        chunk_forward(X, W_xh, W_hh, b_h, M, P, hs)
+        b0, b1 = chunk_bounds(c, nc, B)
+        nb = b1 - b0
+        X, M = block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb))
+        P, hs = block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
+        chunk_dense_inputs(x, mask, b0, W_xh, X, M, P)
+        recurrence(W_hh, b_h, M, P, hs)
         hs_out[:, b0:b1] = hs
 
 
@@ -173,21 +221,21 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
     nc = max(1, min(B, nt))
     Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
     Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
-    pW_xh, pW_hh, pb_h = np.empty((nc, D, H), x.dtype), np.empty((nc, H, H), x.dtype), np.empty((nc, H), x.dtype)
+    pW_xh, pW_hh = np.empty((nc, D, H), x.dtype), np.empty((nc, H, H), x.dtype)
+    pb_h = np.empty((nc, H), x.dtype)
     W_hh_T, W_xh_T = W_hh.T.copy(), W_xh.T.copy()
     for c in prange(nc):
-        b0, b1, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
-        for t in range(T):
-            for i in range(b1 - b0):
-                X[t, i] = x[b0 + i, t]
-                M[t, i] = mask[b0 + i, t]
+        b0, b1 = chunk_bounds(c, nc, B)
+        nb = b1 - b0
+        X, M = block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb))
+        dA, hs = block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
+        chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA)
         hs[:] = hs_in[:, b0:b1]
-        dh_c = dh[b0:b1].copy()
-        chunk_backward(dh_c, hs, W_hh_T, M, k, dA)
-        chunk_weight_grads(X, hs, dA, pW_xh[c], pW_hh[c], pb_h[c])
-        chunk_input_grads(dA, W_xh_T, X)
+        chunk_backward(dh[b0:b1].copy(), hs, W_hh_T, M, k, dA)
+        chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
+        chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], True)
         for t in range(T):
-            for i in range(b1 - b0):
+            for i in range(nb):
                 dx[b0 + i, t] = X[t, i]
     dW_xh[:], dW_hh[:], db_h[:] = pW_xh[0], pW_hh[0], pb_h[0]
     for c in range(1, nc):
@@ -204,16 +252,23 @@ def xent(logits, y, dlogits):
 @jit(lambda F: void(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), _b, Out(F, 2), i64))
 def forward(theta, V, D, H, C, ids, x, mask_zero, logits, nt):
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
-    unused_grad = np.empty(theta.size, theta.dtype)
-    batch_pass(theta, unused_grad, V, D, H, C, ids, x, np.zeros(0, np.int64), mask_zero, 0, nt,
-               logits, np.empty(T * B * D, theta.dtype), False)
+    E, W_xh = views(theta, V, D, H, C)[:2]
+    touched, slot = np.zeros(V, np.uint8), np.empty(V, np.int64)
+    rows = np.empty(min(V, ids.size), np.int64)
+    EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)[2]
+    batch_pass(theta, np.empty(theta.size, theta.dtype), V, D, H, C, ids, x,
+               np.empty((0, 0), np.uint8), np.zeros(0, np.int64), mask_zero, 0, nt, slot, EW,
+               logits, np.empty(T * B * H, theta.dtype), False, False,
+               np.empty(0 if V > 0 else T * B * D, theta.dtype))
 
 
 @jit(lambda F: f64(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), In(i64, 1), _b, i64,
                    Out(F, 1), Out(F, 2), i64))
 def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
-    rows = np.arange(V)
-    return model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows, V)[0]
+    grad[:V * D] = 0
+    touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
+    return model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, touched,
+                       rows)[0]
 
 
 @jit(lambda F: void(Out(F, 1), Out(F, 1), Out(F, 1), Out(F, 1), i64, i64, i64, i64, i64,
@@ -222,12 +277,10 @@ def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
 def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
                stats, nt):
     B = ids.shape[0] if V > 0 else x.shape[0]
-    touched = np.zeros(V, np.uint8)
-    rows = np.empty(min(V, ids.size), np.int64)
-    n_rows = batch_rows(ids, V, touched, rows) if V > 0 else 0
+    touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
     logits = np.empty((B, C), theta.dtype)
-    loss, correct = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, rows,
-                                n_rows)
+    loss, correct, n_rows = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt,
+                                        logits, touched, rows)
     # global norm over the gradient (embedding rows outside the batch have zero gradient)
     tail = V * D
     squares = sum_squares(grad, tail, grad.size)
