@@ -6,7 +6,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ._jit import helper
+from ._jit import FASTMATH, helper
 
 # Eigen's rational approximation of tanh in float32 (max error a few ulp on [-7.9, 7.9]).
 _CLAMP, _TINY = np.float32(7.90531110763549805), np.float32(0.0004)
@@ -23,7 +23,7 @@ def tanh(x):
     return math.tanh(x)
 
 
-@overload(tanh, jit_options={"fastmath": True})
+@overload(tanh, jit_options={"fastmath": FASTMATH or False, "error_model": "numpy"})
 def _tanh(x):
     if x == types.float32:
         def impl(x):
