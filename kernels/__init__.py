@@ -25,7 +25,8 @@ _NO_IDS = np.zeros((0, 0), np.int32)
 
 
 def _c(a, dtype):
-    return np.ascontiguousarray(a, dtype=dtype)
+    """``a`` as a writable C-contiguous array of ``dtype`` (a copy only when needed)."""
+    return np.require(a, dtype=dtype, requirements=["C", "W"])
 
 
 def _mask(mask, B, T):

@@ -1,12 +1,14 @@
 """The one decorator for all jitted code in fastrnn.
 
-Every private kernel is declared once with a signature *template*: a function of the float type that
+Every entry point is declared once with a signature *template*: a function of the float type that
 returns a Numba signature. ``@jit(template)`` gives an object indexed by dtype,
 ``_kernel[np.float32](...)``; the first use of a dtype compiles that one signature (or loads it from
 the on-disk cache), so float32 users never compile float64 code and nothing compiles at import.
-Inputs in a template are read-only C-contiguous arrays (they accept writable ones too), outputs
-writable C-contiguous ones; anything else (F order, another dtype) is a TypeError, never a silently
-slower specialisation.
+Every array in a template is a writable C-contiguous array (``Arr``); anything else (F order,
+another dtype, read-only) is a TypeError, never a silently slower specialisation. Inputs are not
+declared read-only on purpose: the entry points share their big helpers, and one array type per
+argument means each helper compiles once, not once per caller (compile time is most of a cold
+start). The Python wrappers pass copies of read-only inputs.
 
 Switches (environment variables, read once at import):
 
@@ -35,12 +37,7 @@ i32, i64, f64, u8 = types.int32, types.int64, types.float64, types.uint8
 void = types.void
 
 
-def In(dtype, ndim):
-    """Read-only C-contiguous array type (accepts writable arrays too)."""
-    return types.Array(dtype, ndim, "C", readonly=True)
-
-
-def Out(dtype, ndim):
+def Arr(dtype, ndim):
     """Writable C-contiguous array type."""
     return types.Array(dtype, ndim, "C")
 

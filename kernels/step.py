@@ -12,7 +12,7 @@ from numba import prange
 
 from fastrnn.optim import CLIPNORM
 
-from ._jit import In, Out, f64, helper, i32, i64, jit, u8, void
+from ._jit import Arr, f64, helper, i32, i64, jit, u8, void
 from .bptt import chunk_backward, chunk_dense_input_grads, chunk_recurrent_grads
 from .loss import head_backward, head_forward, softmax_xent
 from .optim import (clip_scale, step_constants, sum_squares, update_all_rows, update_range,
@@ -91,14 +91,15 @@ def token_projection(E, W_xh, ids, nt, touched, rows, slot):
 
 @helper(parallel=True)
 def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot, EW, logits, Pb,
-               want_grad, want_dx, Xb):
-    """Forward (and with ``want_grad`` backward) pass of the whole batch over ``nt`` threads.
+               Xb):
+    """Forward pass of the whole batch over ``nt`` threads, and the backward pass when labels
+    ``y`` are given (an empty ``y``: forward only).
 
-    Writes ``logits``. With ``want_grad``: returns ``(loss, n_correct)``, writes the gradients of
+    Writes ``logits``. With labels: returns ``(loss, n_correct)``, writes the gradients of
     ``W_hh, b_h, W_hy, b_y`` (and ``W_xh`` for dense inputs) into ``grad`` and leaves
-    ``dA (T, nb, H)`` chunk-major in ``Pb``; with ``want_dx`` (dense inputs) the input gradients
-    ``dX`` chunk-major in ``Xb``.
+    ``dA (T, nb, H)`` chunk-major in ``Pb``.
     """
+    want_grad = y.shape[0] > 0
     E, W_xh, W_hh, b_h, W_hy, b_y = views(theta, V, D, H, C)
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     nc = max(1, min(B, nt))
@@ -130,7 +131,7 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
             chunk_backward(dh, hs, W_hh_T, M, k, dA)
             chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
             if V == 0:
-                chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], want_dx)
+                chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], False)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
         gW_xh[:], gW_hh[:], gb_h[:], gW_hy[:], gb_y[:] = pW_xh[0], pW_hh[0], pb_h[0], pW_hy[0], pb_y[0]
@@ -177,7 +178,7 @@ def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, to
     n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
     Xb = np.empty(0 if V > 0 else T * B * D, theta.dtype)
     loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8), y,
-                               mask_zero, k, nt, slot, EW, logits, Pb, True, False, Xb)
+                               mask_zero, k, nt, slot, EW, logits, Pb, Xb)
     if V > 0:
         dEW = np.zeros((n, H), theta.dtype)
         scatter_tokens(ids, Pb, slot, H, nt, dEW)
@@ -195,7 +196,7 @@ def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, to
 # from Python because calling numba.get_num_threads() in compiled code makes it uncacheable
 # ------------------------------------------------------------------------------------------------
 
-@jit(lambda F: void(In(F, 3), In(F, 2), In(F, 2), In(F, 1), In(u8, 2), Out(F, 3), i64),
+@jit(lambda F: void(Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 2), Arr(F, 3), i64),
      parallel=True)
 def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
     B, T, D = x.shape
@@ -213,8 +214,8 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
         hs_out[:, b0:b1] = hs
 
 
-@jit(lambda F: void(In(F, 2), In(F, 3), In(F, 3), In(F, 2), In(F, 2), In(u8, 2), i64,
-                    Out(F, 3), Out(F, 2), Out(F, 2), Out(F, 1), i64), parallel=True)
+@jit(lambda F: void(Arr(F, 2), Arr(F, 3), Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(u8, 2), i64,
+                    Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), i64), parallel=True)
 def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
     B, T, D = x.shape
     H = W_hh.shape[0]
@@ -244,26 +245,26 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
         db_h += pb_h[c]
 
 
-@jit(lambda F: f64(In(F, 2), In(i64, 1), Out(F, 2)))
+@jit(lambda F: f64(Arr(F, 2), Arr(i64, 1), Arr(F, 2)))
 def xent(logits, y, dlogits):
     return softmax_xent(logits, y, logits.shape[0], dlogits)[0] / logits.shape[0]
 
 
-@jit(lambda F: void(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), _b, Out(F, 2), i64))
+@jit(lambda F: void(Arr(F, 1), i64, i64, i64, i64, Arr(i32, 2), Arr(F, 3), _b, Arr(F, 2), i64))
 def forward(theta, V, D, H, C, ids, x, mask_zero, logits, nt):
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     E, W_xh = views(theta, V, D, H, C)[:2]
     touched, slot = np.zeros(V, np.uint8), np.empty(V, np.int64)
     rows = np.empty(min(V, ids.size), np.int64)
     EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)[2]
+    no_labels, full_bptt = np.zeros(0, np.int64), np.int64(0)
     batch_pass(theta, np.empty(theta.size, theta.dtype), V, D, H, C, ids, x,
-               np.empty((0, 0), np.uint8), np.zeros(0, np.int64), mask_zero, 0, nt, slot, EW,
-               logits, np.empty(T * B * H, theta.dtype), False, False,
-               np.empty(0 if V > 0 else T * B * D, theta.dtype))
+               np.empty((0, 0), np.uint8), no_labels, mask_zero, full_bptt, nt, slot, EW, logits,
+               np.empty(T * B * H, theta.dtype), np.empty(0 if V > 0 else T * B * D, theta.dtype))
 
 
-@jit(lambda F: f64(In(F, 1), i64, i64, i64, i64, In(i32, 2), In(F, 3), In(i64, 1), _b, i64,
-                   Out(F, 1), Out(F, 2), i64))
+@jit(lambda F: f64(Arr(F, 1), i64, i64, i64, i64, Arr(i32, 2), Arr(F, 3), Arr(i64, 1), _b, i64,
+                   Arr(F, 1), Arr(F, 2), i64))
 def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
     grad[:V * D] = 0
     touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
@@ -271,8 +272,8 @@ def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
                        rows)[0]
 
 
-@jit(lambda F: void(Out(F, 1), Out(F, 1), Out(F, 1), Out(F, 1), i64, i64, i64, i64, i64,
-                    In(i32, 2), In(F, 3), In(i64, 1), i64, In(f64, 1), _b, i64, _b, Out(f64, 1),
+@jit(lambda F: void(Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
+                    Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, Arr(f64, 1),
                     i64))
 def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
                stats, nt):
@@ -300,7 +301,7 @@ def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
             update_all_rows(kind, consts, theta, grad, s1, s2, D, V, touched, scale)
 
 
-@jit(lambda F: void(i64, In(f64, 1), i64, Out(F, 1), In(F, 1), Out(F, 1), Out(F, 1), In(i64, 1),
+@jit(lambda F: void(i64, Arr(f64, 1), i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1),
                     i64))
 def optimizer_update(kind, hyper, step, p, g, s1, s2, rows, D):
     consts = step_constants(kind, hyper, step, p)
@@ -311,7 +312,7 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows, D):
         update_range(kind, consts, p, g, s1, s2, 0, p.size, one)
 
 
-@jit(lambda F: f64(Out(F, 1), f64))
+@jit(lambda F: f64(Arr(F, 1), f64))
 def clip_by_global_norm(g, clipnorm):
     norm = np.sqrt(sum_squares(g, 0, g.size))
     scale = clip_scale(norm, clipnorm, g)
