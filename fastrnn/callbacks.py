@@ -36,24 +36,34 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
 
 
-def _better(mode, monitor):
+def _mode(mode, monitor):
+    """"min" or "max" for ``mode`` ("auto": max for accuracies, min otherwise, as Keras)."""
     if mode == "auto":
         mode = "max" if "acc" in monitor else "min"
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    return mode
+
+
+def _better(mode):
     return (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs;
-    with ``restore_best_weights`` the model ends with the weights of its best epoch."""
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
+    (Keras 3: ``patience=2`` stops after the second epoch in a row without improvement; 0 and 1
+    both stop after the first). With ``restore_best_weights`` the model ends training, stopped
+    early or not, with the weights of its best epoch."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
                  restore_best_weights=False):
-        self.monitor, self.min_delta, self.patience = monitor, abs(min_delta), int(patience)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
+        self.monitor, self.min_delta, self.patience = monitor, abs(min_delta), patience
         self.restore_best_weights = restore_best_weights
-        self._better = _better(mode, monitor)
-        self.sign = 1 if "acc" in monitor or mode == "max" else -1
+        self.mode = _mode(mode, monitor)
+        self._better = _better(self.mode)
+        self.sign = 1 if self.mode == "max" else -1
 
     def on_train_begin(self, logs=None):
         self.wait, self.best, self.best_weights, self.best_epoch, self.stopped_epoch = 0, None, None, None, None
@@ -63,13 +73,13 @@ class EarlyStopping(Callback):
         if value is None:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the logs do not have "
                              f"(available: {sorted(logs or {})}); give validation data for val_*")
+        self.wait += 1
         if self.best is None or self._better(value - self.sign * self.min_delta, self.best):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
             return
-        self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -79,22 +89,35 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model (atomically) after every epoch, or every ``save_freq`` steps when it is an
-    integer; with ``save_best_only`` only when ``monitor`` improves. ``filepath`` may contain
-    ``{epoch}`` (1-based) and any log name, e.g. ``"model-{epoch:02d}-{val_loss:.3f}.npz"``."""
+    """Save the model (atomically) after every epoch, or every ``save_freq`` optimizer steps when
+    it is an integer; with ``save_best_only`` (per epoch) only when ``monitor`` improves.
+    ``filepath`` may contain ``{epoch}`` (1-based) and any log name, e.g.
+    ``"model-{epoch:02d}-{val_loss:.3f}.npz"``."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  save_freq="epoch"):
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
+        if save_freq != "epoch" and not (isinstance(save_freq, int) and not isinstance(save_freq, bool)
+                                         and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive integer, got {save_freq!r}")
         self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
         self.save_freq = save_freq
-        self._better = _better(mode, monitor)
+        self._better = _better(_mode(mode, monitor))
         self.best = None
+        self._last_step = None
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch, **logs)
+        except (KeyError, IndexError) as e:
+            raise KeyError(f"ModelCheckpoint filepath {self.filepath!r} names {e}, which the logs "
+                           f"do not have (available: epoch, {', '.join(sorted(logs))})") from None
 
     def on_batch_end(self, step, logs=None):
-        if self.save_freq != "epoch" and step % self.save_freq == 0:
-            self.model.save(self.filepath.format(epoch=self.model.epoch + 1, **(logs or {})))
+        # a skipped (non-finite) batch does not advance ``step``: save once per step
+        if (self.save_freq != "epoch" and step > 0 and step % self.save_freq == 0
+                and step != self._last_step):
+            self._last_step = step
+            self.model.save(self._path(self.model.epoch + 1, logs or {}))
 
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq != "epoch":
@@ -107,4 +130,4 @@ class ModelCheckpoint(Callback):
             if self.best is not None and not self._better(value, self.best):
                 return
             self.best = value
-        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+        self.model.save(self._path(epoch + 1, logs))

@@ -10,19 +10,29 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
+import signal
+import sys
+import threading
 import time
-import zipfile
 
 import numpy as np
 
 from . import _checks, initializers, layout, optim, reference
-from ._io import atomic_write
+from ._io import NpzReader, atomic_write
 from .callbacks import Callback, History
 
 FORMAT = "fastrnn-model"
 FORMAT_VERSION = 1
 BACKENDS = ("numba", "numpy")
+META_MAX_BYTES = 64 << 20        # the JSON metadata of a model file (history included)
+
+# Numba's threading layer once a parallel kernel has run ("omp", "tbb" or "workqueue"). omp and tbb
+# run kernels called from several Python threads at once; workqueue aborts the process on
+# concurrent use, so under it (and until the layer is known) kernel calls hold _NUMBA_LOCK.
+_numba_layer = None
+_NUMBA_LOCK = threading.RLock()
 
 
 class TrainingError(FloatingPointError):
@@ -55,6 +65,16 @@ class SimpleRNNClassifier:
         The default updates every row, as Keras and PyTorch do.
     threads : int or None
         Numba threads to use (default: Numba's, i.e. ``NUMBA_NUM_THREADS`` or all cores).
+
+    Notes
+    -----
+    Threads: different models may train in different Python threads at once, and one model may
+    predict from several threads at once. The kernels release the GIL; with Numba's ``omp``
+    threading layer (the default here, as GNU OpenMP is present) or ``tbb`` such calls run
+    concurrently. Numba's ``workqueue`` layer aborts the process on concurrent use, so under it the
+    model serialises its kernel calls with one process-wide lock. Training one model from two
+    threads at once is not supported. ``omp`` is not fork-safe: start worker processes with
+    ``spawn`` or ``forkserver`` after training in a process.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes=2, bptt_truncate=None,
@@ -65,12 +85,17 @@ class SimpleRNNClassifier:
         _positive_int("num_classes", num_classes, minimum=2)
         if vocab_size is not None:
             _positive_int("vocab_size", vocab_size)
+            vocab_size = int(vocab_size)
+        if seed is not None:
+            _positive_int("seed", seed, minimum=0)
+            seed = int(seed)
         if mask_zero and vocab_size is None:
             raise ValueError("mask_zero needs token inputs (vocab_size); dense inputs have no padding id")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if threads is not None:
             _positive_int("threads", threads)
+            threads = int(threads)
         self.config = {
             "vocab_size": vocab_size, "embed_dim": int(embed_dim), "hidden_dim": int(hidden_dim),
             "num_classes": int(num_classes), "bptt_truncate": _checks.truncate(bptt_truncate),
@@ -96,9 +121,9 @@ class SimpleRNNClassifier:
 
     @property
     def backend(self):
+        """The backend module: ``fastrnn.kernels`` (Numba) or ``fastrnn.reference`` (NumPy)."""
         if self.backend_name == "numba":
-            from . import kernels            # imported (and compiled) only when used
-            return kernels
+            return _kernels()
         return reference
 
     @property
@@ -129,8 +154,13 @@ class SimpleRNNClassifier:
             w = np.asarray(w)
             if w.shape != view.shape:
                 raise ValueError(f"weight {name!r} must have shape {view.shape}, got {w.shape}")
-            if w.dtype.kind != "f" or not np.isfinite(w).all():
-                raise ValueError(f"weight {name!r} must be finite floats, got dtype {w.dtype}")
+            if w.dtype.kind != "f":
+                raise TypeError(f"weight {name!r} must hold floats, got dtype {w.dtype}")
+            with np.errstate(over="ignore"):         # too large for the model's dtype -> inf
+                w = w.astype(view.dtype)
+            if not np.isfinite(w).all():
+                raise ValueError(f"weight {name!r} must be finite in {view.dtype} (NaN, inf or "
+                                 "too large)")
             arrays.append(w)
         for (_, view), w in zip(views, arrays):
             view[...] = w
@@ -139,20 +169,27 @@ class SimpleRNNClassifier:
 
     def _check(self, x, y=None):
         """Inputs as the backends take them: ids (N, T) or dense (N, T, D) in the model's dtype."""
+        x = _as_array("x", x)
+        if y is not None:
+            y = _as_array("y", y)
         if self.dims[0] == 0:
-            x = np.asarray(x)
             if x.dtype.kind not in "fiu":
                 raise TypeError(f"x must hold numbers for a dense-input model, got dtype {x.dtype}")
-            x = np.ascontiguousarray(x, dtype=self.dtype)
+            with np.errstate(over="ignore"):        # too large for the dtype -> inf, refused below
+                x = np.ascontiguousarray(x, dtype=self.dtype)
         return _checks.model_batch(self.theta, self.dims, x, y)
 
     def train_on_batch(self, x, y):
-        """One optimizer step on the batch; returns the batch loss (before the step)."""
+        """One optimizer step on the batch; returns the batch loss (before the step).
+
+        A non-finite gradient updates nothing (the returned loss then says why); ``fit`` turns it
+        into a :class:`TrainingError`.
+        """
         x, y = self._check(x, y)
         return self._train_batch(x, y)[0]
 
     def _train_batch(self, x, y):
-        with self._threads():
+        with self._backend_call():
             loss, correct, norm = self.backend.train_step(
                 self.theta, self.grad, self.s1, self.s2, self.step_count + 1, self.dims, x, y,
                 self.optimizer.kind, self.optimizer.hyper(), self.config["mask_zero"],
@@ -163,18 +200,24 @@ class SimpleRNNClassifier:
 
     def test_on_batch(self, x, y):
         """The loss on a batch, without training."""
-        return self.evaluate(x, y, batch_size=len(y))["loss"]
+        x, y = self._check(x, y)
+        return self._evaluate(x, y, len(x))["loss"]
 
     def predict_logits(self, x, batch_size=256):
+        """Logits ``(N, C)`` in the model's dtype."""
+        _positive_int("batch_size", batch_size)
         x, _ = self._check(x)
-        with self._threads():
+        return self._logits(x, batch_size)
+
+    def _logits(self, x, batch_size):
+        with self._backend_call():
             return np.concatenate([self.backend.forward(self.theta, self.dims, x[i:i + batch_size],
                                                         self.config["mask_zero"])
                                    for i in range(0, len(x), batch_size)])
 
     def predict_proba(self, x, batch_size=256):
         """Class probabilities ``(N, C)``; ``x`` may also be raw review strings (see ``encode``)."""
-        if isinstance(x, str) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], str)):
+        if _is_text(x):
             x = self.encode(x)
         return reference.softmax(self.predict_logits(x, batch_size).astype(np.float64))
 
@@ -182,37 +225,54 @@ class SimpleRNNClassifier:
         """Predicted class labels ``(N,)``."""
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
-    def encode(self, texts, maxlen=None):
+    def encode(self, texts, maxlen=None, word_index=None):
         """Raw review strings -> padded token ids, as ``imdb.load_data(num_words=vocab_size)``
-        encodes them, padded/truncated to ``maxlen`` (default: the length the model was fit on)."""
+        encodes them, padded/truncated to ``maxlen`` (default: the length the model was fit on).
+
+        ``word_index`` (word -> rank) defaults to ``fastrnn.datasets.imdb.get_word_index()``.
+        """
         from .preprocessing import TextEncoder, pad_sequences
         if self.dims[0] == 0:
             raise ValueError("this model reads dense inputs; it has no vocabulary to encode text")
         maxlen = maxlen or self.config["maxlen"]
         if maxlen is None:
             raise ValueError("maxlen unknown: pass maxlen= (the model has not been fit yet)")
-        ids = TextEncoder(num_words=self.dims[0]).encode(texts)
+        if isinstance(texts, np.ndarray):
+            texts = texts.tolist()
+        ids = TextEncoder(word_index=word_index, num_words=self.dims[0]).encode(texts)
         return pad_sequences(ids, maxlen=maxlen)
 
     def evaluate(self, x, y, batch_size=256):
         """``{"loss": mean cross-entropy, "accuracy": fraction correct}`` on ``(x, y)``."""
+        _positive_int("batch_size", batch_size)
         x, y = self._check(x, y)
-        logits = self.predict_logits(x, batch_size)
+        return self._evaluate(x, y, batch_size)
+
+    def _evaluate(self, x, y, batch_size):
+        logits = self._logits(x, batch_size)
         loss, _ = reference.softmax_xent(logits.astype(np.float64), y)
         return {"loss": float(loss), "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
 
     @contextlib.contextmanager
-    def _threads(self):
-        if self.threads is None or self.backend_name != "numba":
-            yield
+    def _backend_call(self):
+        """Around every backend call: the thread count, and the lock Numba's workqueue layer needs.
+
+        The NumPy backend runs without floating-point warnings, as the compiled one does: the
+        model itself deals with a non-finite loss or gradient (``fit``'s ``on_nonfinite``).
+        """
+        if self.backend_name != "numba":
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                yield
             return
         import numba
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(before)
+        with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext():
+            before = numba.get_num_threads()       # thread-local in Numba
+            if self.threads is not None:
+                numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                yield
+            finally:
+                numba.set_num_threads(before)
 
     # --- training ------------------------------------------------------------------------------
 
@@ -225,51 +285,64 @@ class SimpleRNNClassifier:
         Returns ``self.history``, a :class:`History` whose ``history`` dict has ``loss``,
         ``accuracy`` and, with validation data, ``val_loss`` and ``val_accuracy`` per epoch.
 
-        ``validation_split`` holds out the last fraction of ``(x, y)`` (before shuffling, as
-        Keras). ``checkpoint=PATH`` saves the model atomically after every epoch and, with
-        ``checkpoint_every=N``, every N steps; training resumed from that file (``load`` + ``fit``)
-        gives the same result as an uninterrupted run. A non-finite loss or gradient raises
-        :class:`TrainingError` (``on_nonfinite="raise"``), weights untouched, or skips that batch
-        and counts it in the logs as ``skipped`` (``"skip"``). Ctrl-C saves the checkpoint (at
-        the last completed step) and re-raises.
+        ``validation_split`` holds out the last fraction of ``(x, y)`` (before shuffling, and the
+        same number of samples as Keras). ``checkpoint=PATH`` saves the model atomically after
+        every epoch and, with ``checkpoint_every=N``, every N optimizer steps; training resumed
+        from that file (``load`` + ``fit`` with the same data and batch size) gives the same
+        weights as an uninterrupted run. A partly done epoch is finished when ``fit`` is given
+        the same number of samples and batch size, and started over otherwise.
+
+        A non-finite loss or gradient raises :class:`TrainingError` naming the epoch and step
+        (``on_nonfinite="raise"``; the weights and the checkpoint are those before that step), or
+        skips that batch and counts it in the logs as ``skipped`` (``"skip"``).
+
+        Ctrl-C (SIGINT, when ``fit`` runs in the main thread): the current step finishes, the
+        checkpoint is saved and ``KeyboardInterrupt`` is raised; a second Ctrl-C stops at once.
         """
-        x, y = self._check(x, y)
         _positive_int("epochs", epochs, minimum=0)
         _positive_int("batch_size", batch_size)
+        if checkpoint_every is not None:
+            _positive_int("checkpoint_every", checkpoint_every)
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-        if not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+        x, y = self._check(x, y)
         if validation_data is not None:
-            if len(validation_data) != 2:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            x_val, y_val = self._check(*validation_data)
+            try:
+                x_val, y_val = self._check(*validation_data)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"validation_data: {e}") from None
         elif validation_split:
-            n_val = int(len(x) * validation_split)
-            if n_val == 0 or n_val == len(x):
+            split_at = int(math.floor(len(x) * (1.0 - validation_split)))   # Keras' split point
+            if split_at == 0 or split_at == len(x):
                 raise ValueError(f"validation_split={validation_split} leaves an empty train or "
                                  f"validation set for {len(x)} samples")
-            x, x_val, y, y_val = x[:-n_val], x[-n_val:], y[:-n_val], y[-n_val:]
+            x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
         else:
             x_val = y_val = None
-        if self.dims[0]:
-            self.config["maxlen"] = int(x.shape[1])
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastrnn.callbacks.Callback objects, got {cb!r}")
+        if self.dims[0]:
+            self.config["maxlen"] = int(x.shape[1])
+        for cb in callbacks:
             cb.model = self
         self.stop_training = False
-        for cb in callbacks:
-            cb.on_train_begin()
-        n = len(x)
-        n_batches = -(-n // batch_size)
-        try:
+        run = _Run(x, y, batch_size, shuffle, callbacks, verbose, epochs, checkpoint,
+                   checkpoint_every, on_nonfinite)
+        with _DeferredInterrupt(verbose) as run.interrupt:
+            for cb in callbacks:
+                cb.on_train_begin()
             while self.epoch < epochs and not self.stop_training:
-                logs = self._fit_epoch(x, y, batch_size, n_batches, shuffle, callbacks, verbose,
-                                       epochs, checkpoint, checkpoint_every, on_nonfinite)
+                logs = self._fit_epoch(run)
                 if x_val is not None:
-                    logs.update({"val_" + k: v for k, v in self.evaluate(x_val, y_val).items()})
+                    logs.update({"val_" + k: v
+                                 for k, v in self._evaluate(x_val, y_val, 256).items()})
                 self.epoch += 1
                 self.history.on_epoch_end(self.epoch - 1, logs)
                 for cb in callbacks:
@@ -279,38 +352,55 @@ class SimpleRNNClassifier:
                 if verbose:
                     print(f"Epoch {self.epoch}/{epochs}: " +
                           ", ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
-        except KeyboardInterrupt:
-            if checkpoint is not None:
-                self.save(checkpoint)
-                print(f"\ninterrupted: checkpoint saved to {checkpoint}", flush=True)
-            raise
-        for cb in callbacks:
-            cb.on_train_end()
+                self._safe_point(run)
+            for cb in callbacks:
+                cb.on_train_end()
         return self.history
 
-    def _fit_epoch(self, x, y, batch_size, n_batches, shuffle, callbacks, verbose, epochs,
-                   checkpoint, checkpoint_every, on_nonfinite):
+    def _safe_point(self, run):
+        """Between steps the model is consistent: act on a Ctrl-C held back until now."""
+        if run.interrupt.requested:
+            if run.checkpoint is not None:
+                self.save(run.checkpoint)
+                print(f"\ninterrupted: checkpoint saved to {run.checkpoint}", file=sys.stderr,
+                      flush=True)
+            raise KeyboardInterrupt
+
+    def _fit_epoch(self, run):
         """One epoch (or the rest of an interrupted one); returns its logs."""
-        if self._resume is None:
+        x, y, batch_size = run.x, run.y, run.batch_size
+        n = len(x)
+        n_batches = -(-n // batch_size)
+        state = self._resume
+        if state is not None and (state.get("n", n), state.get("batch_size", batch_size),
+                                  state.get("shuffle", run.shuffle)) != (n, batch_size, run.shuffle):
+            self.rng.bit_generator.state = state["rng"]     # other data: start the epoch over
+            state = None
+        if state is None:
             # the epoch's order comes from the generator state at its start, which is saved,
             # so a resumed epoch replays the same order
-            self._resume = {"rng": self.rng.bit_generator.state, "batch": 0, "loss": 0.0,
-                            "correct": 0, "seen": 0, "skipped": 0}
-        state = self._resume
+            state = {"rng": self.rng.bit_generator.state, "n": n, "batch_size": batch_size,
+                     "shuffle": run.shuffle, "batch": 0, "loss": 0.0, "correct": 0, "seen": 0,
+                     "skipped": 0}
+            self._resume = state
         self.rng.bit_generator.state = state["rng"]
-        order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
-        bar = _progress(n_batches, f"Epoch {self.epoch + 1}/{epochs}", verbose, state["batch"])
+        order = self.rng.permutation(n) if run.shuffle else np.arange(n)
+        bar = _progress(n_batches, f"Epoch {self.epoch + 1}/{run.epochs}", run.verbose,
+                        min(state["batch"], n_batches))
         start = time.perf_counter()
         seen_here = 0
         for b in range(state["batch"], n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             loss, correct, norm = self._train_batch(x[idx], y[idx])
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                if on_nonfinite == "raise":
-                    raise TrainingError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-                                        f"at epoch {self.epoch + 1}, step {b + 1} of {n_batches}; "
-                                        "the weights are those before this step (lower the learning "
-                                        "rate or set global_clipnorm on the optimizer)")
+            stepped = math.isfinite(norm)
+            if not (math.isfinite(loss) and stepped):
+                if run.on_nonfinite == "raise":
+                    what = "gradient" if not stepped else "loss"
+                    weights = ("the weights are those before this step" if not stepped else
+                               "the step was applied (finite gradient)")
+                    raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, step {b + 1} "
+                                        f"of {n_batches}; {weights} (lower the learning rate or "
+                                        "set global_clipnorm on the optimizer)")
                 state["skipped"] += 1
             else:
                 state["loss"] += loss * len(idx)
@@ -318,83 +408,97 @@ class SimpleRNNClassifier:
                 state["seen"] += len(idx)
             state["batch"] = b + 1
             seen_here += len(idx)
-            logs = {"loss": state["loss"] / max(state["seen"], 1),
-                    "accuracy": state["correct"] / max(state["seen"], 1)}
+            logs = _epoch_logs(state, run.on_nonfinite)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}",
                                 samples_s=f"{seen_here / (time.perf_counter() - start):.0f}",
                                 refresh=False)
-            for cb in callbacks:
+            for cb in run.callbacks:
                 cb.on_batch_end(self.step_count, logs)
-            if checkpoint is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
-                self.save(checkpoint)
+            if (run.checkpoint is not None and run.checkpoint_every and stepped
+                    and self.step_count % run.checkpoint_every == 0):
+                self.save(run.checkpoint)
+            self._safe_point(run)
         if bar is not None:
             bar.close()
-        if state["skipped"]:
-            logs["skipped"] = state["skipped"]
         self._resume = None
-        return logs
+        return _epoch_logs(state, run.on_nonfinite)
 
     # --- files ---------------------------------------------------------------------------------
 
     def save(self, path):
         """Write the model to one ``.npz`` file, atomically: weights, optimizer state, config,
-        training progress (for exact resumption) and a format version. No pickle."""
-        if not np.isfinite(self.theta).all():
-            raise TrainingError(f"refusing to save non-finite weights to {path}")
+        training progress (for exact resumption) and a format version. No pickle.
+
+        A failed save leaves an existing file at ``path`` as it was. Non-finite weights or
+        optimizer state are refused (:class:`TrainingError`), so no checkpoint ever holds NaN.
+        """
+        for name in ("theta", "s1", "s2"):
+            if not np.isfinite(getattr(self, name)).all():
+                what = "weights" if name == "theta" else "optimizer state"
+                raise TrainingError(f"refusing to save non-finite {what} to {os.fspath(path)!r}")
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config,
                 "optimizer": self.optimizer.get_config(), "step_count": self.step_count,
                 "epoch": self.epoch, "rng": self.rng.bit_generator.state, "resume": self._resume,
                 "history": self.history.history}
+        meta_bytes = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         with atomic_write(path) as f:
-            np.savez(f, theta=self.theta, s1=self.s1, s2=self.s2,
-                     meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+            np.savez(f, theta=self.theta, s1=self.s1, s2=self.s2, meta=meta_bytes)
 
     @classmethod
     def load(cls, path, backend="numba", threads=None):
-        """Read a model written by ``save``. A missing, truncated, damaged or foreign file, or
-        one of another format version, raises ``ValueError``/``FileNotFoundError`` naming it."""
+        """Read a model written by ``save``.
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
+        anything else wrong with it: truncated, damaged, not a model file, another format
+        version, arrays of the wrong shape or dtype, non-finite values. Nothing in the file is
+        unpickled or executed, and no array is allocated before its header has been checked.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if threads is not None:
+            _positive_int("threads", threads)
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"model file {path!r} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-            raise ValueError(f"{path!r} is not a readable fastrnn model file (damaged, truncated "
-                             f"or another format): {e}") from None
-        missing = {"theta", "s1", "s2", "meta"} - set(arrays)
-        if missing:
-            raise ValueError(f"{path!r} is not a fastrnn model file: missing {sorted(missing)}")
-        try:
-            meta = json.loads(arrays["meta"].tobytes().decode())
-            if meta.get("format") != FORMAT:
-                raise ValueError("not a fastrnn model")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"format version {meta.get('format_version')!r}; this fastrnn "
-                                 f"reads version {FORMAT_VERSION}")
-            c = meta["config"]
-            model = cls(c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["num_classes"],
-                        c["bptt_truncate"], c["mask_zero"], c["dtype"], backend,
-                        optim.get(meta["optimizer"]), c["seed"], c["lazy_embedding"], threads)
-            model.config["maxlen"] = c.get("maxlen")
-            for name in ("theta", "s1", "s2"):
-                a = arrays[name]
-                if a.dtype != model.dtype or a.shape != model.theta.shape:
-                    raise ValueError(f"array {name!r} has dtype {a.dtype} and shape {a.shape}, "
-                                     f"expected {model.dtype} {model.theta.shape}")
-                if not np.isfinite(a).all():
-                    raise ValueError(f"array {name!r} holds NaN or inf")
-                getattr(model, name)[...] = a
-            model.step_count, model.epoch = int(meta["step_count"]), int(meta["epoch"])
-            model.rng.bit_generator.state = meta["rng"]
-            model._resume = meta["resume"]
-            model.history.history = {k: list(v) for k, v in meta["history"].items()}
-            model.history.epoch = list(range(model.epoch))
-        except (KeyError, TypeError, AttributeError, UnicodeDecodeError, json.JSONDecodeError,
-                ValueError) as e:
-            raise ValueError(f"{path!r} is not a valid fastrnn model file: {e}") from None
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model file {path!r} does not exist") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path!r} is a directory, not a fastrnn model file") from None
+        with f:
+            try:
+                return cls._read(f, backend, threads)
+            except Exception as e:     # whatever the bytes do to the parsers: one documented error
+                raise ValueError(f"{path!r} is not a valid fastrnn model file "
+                                 f"({type(e).__name__}: {e})") from e
+
+    @classmethod
+    def _read(cls, f, backend, threads):
+        reader = NpzReader(f)
+        names = reader.names()
+        if names != {"theta", "s1", "s2", "meta"}:
+            raise ValueError(f"arrays {sorted(names)}; a model file has meta, s1, s2 and theta")
+        meta = reader.read("meta", dtype=np.uint8, max_bytes=META_MAX_BYTES)
+        if meta.ndim != 1:
+            raise ValueError(f"meta must be 1-D bytes, got shape {meta.shape}")
+        meta = json.loads(meta.tobytes().decode("utf-8"))
+        _check_meta(meta)
+        c = meta["config"]
+        model = cls(c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["num_classes"],
+                    c["bptt_truncate"], c["mask_zero"], c["dtype"], backend,
+                    optim.get(meta["optimizer"]), c["seed"], c["lazy_embedding"], threads)
+        model.config["maxlen"] = c["maxlen"]
+        for name in ("theta", "s1", "s2"):
+            a = reader.read(name, dtype=model.dtype, shape=model.theta.shape)
+            if not np.isfinite(a).all():
+                raise ValueError(f"array {name!r} holds NaN or inf")
+            getattr(model, name)[...] = a
+        model.step_count, model.epoch = meta["step_count"], meta["epoch"]
+        model.rng.bit_generator.state = meta["rng"]
+        model._resume = meta["resume"]
+        model.history.history = {k: list(v) for k, v in meta["history"].items()}
+        model.history.epoch = list(range(model.epoch))
         return model
 
     def __repr__(self):
@@ -404,11 +508,155 @@ class SimpleRNNClassifier:
                 f"optimizer={self.optimizer!r})")
 
 
+class _Run:
+    """The arguments of one ``fit`` call, as the epoch loop reads them."""
+
+    def __init__(self, x, y, batch_size, shuffle, callbacks, verbose, epochs, checkpoint,
+                 checkpoint_every, on_nonfinite):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, int(batch_size), bool(shuffle)
+        self.callbacks, self.verbose, self.epochs = callbacks, verbose, epochs
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.on_nonfinite, self.interrupt = on_nonfinite, None
+
+
+class _DeferredInterrupt:
+    """Hold back the first SIGINT until the training loop reaches a safe point (``requested``).
+
+    Only in the main thread and only while Python's default handler is installed (another
+    program's handler is left alone); a second SIGINT goes to the previous handler at once.
+    """
+
+    def __init__(self, verbose):
+        self.verbose, self.requested, self._previous = verbose, False, None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        if self.verbose:
+            print("\nstopping after the current step (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _epoch_logs(state, on_nonfinite):
+    seen = state["seen"]
+    logs = {"loss": state["loss"] / seen if seen else math.nan,
+            "accuracy": state["correct"] / seen if seen else math.nan}
+    if on_nonfinite == "skip":
+        logs["skipped"] = state["skipped"]
+    return logs
+
+
+def _kernels():
+    """``fastrnn.kernels``, imported (and compiled) only when used."""
+    try:
+        from . import kernels
+    except RuntimeError as e:
+        if "cannot cache function" not in str(e):
+            raise
+        raise RuntimeError("Numba found no writable directory for its cache of compiled kernels. "
+                           "Set NUMBA_CACHE_DIR to a writable directory, or FASTRNN_NUMBA_CACHE=0 "
+                           f"to compile without caching ({e})") from e
+    return kernels
+
+
+def _serialise_numba():
+    """True when kernel calls must not overlap: Numba's workqueue layer, or not known yet."""
+    global _numba_layer
+    if _numba_layer is None:
+        import numba
+        try:
+            _numba_layer = numba.threading_layer()
+        except ValueError:                         # no parallel kernel has run yet
+            return True
+    return _numba_layer == "workqueue"
+
+
+def _as_array(name, a):
+    """``a`` as a non-empty array; ragged nested lists are a ValueError naming ``name``."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{name} must be a rectangular array of numbers; got sequences of "
+                             "different lengths (pad them first with "
+                             "fastrnn.preprocessing.pad_sequences)") from e
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}); need at least one sample")
+    return a
+
+
+def _is_text(x):
+    if isinstance(x, str):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind == "U"
+    return isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], str)
+
+
 def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+# --- model file metadata ---------------------------------------------------------------------
+
+_CONFIG_KEYS = {"vocab_size", "embed_dim", "hidden_dim", "num_classes", "bptt_truncate",
+                "mask_zero", "dtype", "seed", "lazy_embedding", "maxlen"}
+
+
+def _check_meta(meta):
+    """ValueError unless the metadata of a model file has every field with a sensible type."""
+    def need(ok, what):
+        if not ok:
+            raise ValueError(f"metadata: {what}")
+
+    def count(value, minimum=0):
+        return type(value) is int and value >= minimum
+
+    need(isinstance(meta, dict), "not a JSON object")
+    need(meta.get("format") == FORMAT, "not a fastrnn model")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"format version {meta.get('format_version')!r}; this fastrnn reads "
+                         f"version {FORMAT_VERSION}")
+    c = meta.get("config")
+    need(isinstance(c, dict) and set(c) == _CONFIG_KEYS, "bad config")
+    need(isinstance(c["mask_zero"], bool) and isinstance(c["lazy_embedding"], bool),
+         "bad config flags")
+    need(isinstance(c["dtype"], str), "bad dtype")
+    need(c["maxlen"] is None or count(c["maxlen"], 1), "bad maxlen")
+    need(c["seed"] is None or count(c["seed"]), "bad seed")
+    need(isinstance(meta.get("optimizer"), dict), "bad optimizer")
+    need(count(meta.get("step_count")) and count(meta.get("epoch")), "bad step or epoch count")
+    need(isinstance(meta.get("rng"), dict), "bad generator state")
+    np.random.PCG64().state = meta["rng"]          # raises for a state it cannot take
+    r = meta.get("resume", ())
+    if r is not None:
+        need(isinstance(r, dict) and {"rng", "batch", "loss", "correct", "seen", "skipped"} <= set(r),
+             "bad resume state")
+        need(all(count(r[k]) for k in ("batch", "correct", "seen", "skipped")), "bad resume counts")
+        need(all(count(r[k], 1) for k in ("n", "batch_size") if k in r), "bad resume sizes")
+        need(isinstance(r.get("shuffle", True), bool), "bad resume shuffle")
+        need(isinstance(r["loss"], (int, float)) and not isinstance(r["loss"], bool),
+             "bad resume loss")
+        need(isinstance(r["rng"], dict), "bad resume generator state")
+        np.random.PCG64().state = r["rng"]
+    h = meta.get("history")
+    need(isinstance(h, dict) and all(isinstance(v, list) for v in h.values()), "bad history")
+    need(all(isinstance(v, (int, float)) and not isinstance(v, bool)
+             for values in h.values() for v in values), "bad history values")
 
 
 def _progress(total, desc, verbose, initial=0):

@@ -76,47 +76,27 @@ def update_range(kind, k, p, g, s1, s2, lo, hi, scale):
             update_one(kind, k, p, s1, s2, i, scale * g[i])
 
 
-@helper
-def update_row(kind, k, p, g, s1, s2, lo, hi, scale, has_grad):
-    """Update one row ``[lo, hi)``; ``has_grad`` False means its gradient is zero (not read)."""
-    p, g, s1, s2 = p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi]
-    zero = scale - scale
-    if kind == ADAM_KIND:
-        if has_grad:
-            for i in range(p.size):
-                update_one(ADAM_KIND, k, p, s1, s2, i, scale * g[i])
-        else:
-            for i in range(p.size):
-                update_one(ADAM_KIND, k, p, s1, s2, i, zero)
-    elif kind == RMSPROP_KIND:
-        if has_grad:
-            for i in range(p.size):
-                update_one(RMSPROP_KIND, k, p, s1, s2, i, scale * g[i])
-        else:
-            for i in range(p.size):
-                update_one(RMSPROP_KIND, k, p, s1, s2, i, zero)
-    else:
-        if has_grad:
-            for i in range(p.size):
-                update_one(kind, k, p, s1, s2, i, scale * g[i])
-        else:
-            for i in range(p.size):
-                update_one(kind, k, p, s1, s2, i, zero)
-
-
 @helper(parallel=True)
-def update_rows(kind, k, p, g, s1, s2, D, rows, scale):
-    """Update the rows ``rows`` of a ``(V, D)`` block stored flat (the lazy embedding update)."""
-    for r in prange(rows.shape[0]):
-        update_row(kind, k, p, g, s1, s2, rows[r] * D, rows[r] * D + D, scale, True)
-
-
-@helper(parallel=True)
-def update_all_rows(kind, k, p, g, s1, s2, D, V, touched, scale):
-    """Update every row of a ``(V, D)`` block; rows with ``touched[v] == 0`` have zero gradient
-    (their entries of ``g`` are not read, so they need not be zeroed)."""
-    for v in prange(V):
-        update_row(kind, k, p, g, s1, s2, v * D, v * D + D, scale, touched[v] != 0)
+def update_rows(kind, k, p, g, s1, s2, D, rows, touched, scale):
+    """Update rows of a ``(V, D)`` block stored flat, in parallel over rows: the listed ``rows``
+    when ``touched`` is empty (the lazy embedding update), else every row, where a row with
+    ``touched[v] == 0`` has zero gradient (its entries of ``g`` are not read, nor need zeroing)."""
+    n = rows.shape[0] if touched.shape[0] == 0 else touched.shape[0]
+    zeros = np.zeros(D, p.dtype)
+    for r in prange(n):
+        v = rows[r] if touched.shape[0] == 0 else np.int64(r)
+        lo = v * D
+        gv = g[lo:lo + D] if touched.shape[0] == 0 or touched[v] else zeros
+        pv, s1v, s2v = p[lo:lo + D], s1[lo:lo + D], s2[lo:lo + D]
+        if kind == ADAM_KIND:
+            for i in range(D):
+                update_one(ADAM_KIND, k, pv, s1v, s2v, i, scale * gv[i])
+        elif kind == RMSPROP_KIND:
+            for i in range(D):
+                update_one(RMSPROP_KIND, k, pv, s1v, s2v, i, scale * gv[i])
+        else:
+            for i in range(D):
+                update_one(kind, k, pv, s1v, s2v, i, scale * gv[i])
 
 
 @helper

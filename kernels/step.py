@@ -15,8 +15,7 @@ from fastrnn.optim import CLIPNORM
 from ._jit import Arr, f64, helper, i32, i64, jit, u8, void
 from .bptt import chunk_backward, chunk_dense_input_grads, chunk_recurrent_grads
 from .loss import head_backward, head_forward, softmax_xent
-from .optim import (clip_scale, step_constants, sum_squares, update_all_rows, update_range,
-                    update_rows)
+from .optim import clip_scale, step_constants, sum_squares, update_range, update_rows
 from .rnn import block, chunk_bounds, chunk_dense_inputs, chunk_token_inputs, recurrence
 
 _b = i64  # flags travel as int64: one signature, no bool/int ambiguity
@@ -295,10 +294,8 @@ def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
     consts = step_constants(kind, hyper, step, theta)
     update_range(kind, consts, theta, grad, s1, s2, tail, grad.size, scale)
     if V > 0:
-        if lazy:
-            update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n_rows], scale)
-        else:
-            update_all_rows(kind, consts, theta, grad, s1, s2, D, V, touched, scale)
+        every_row = touched if not lazy else touched[:0]
+        update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n_rows], every_row, scale)
 
 
 @jit(lambda F: void(i64, Arr(f64, 1), i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1),
@@ -307,7 +304,7 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows, D):
     consts = step_constants(kind, hyper, step, p)
     one = clip_scale(0.0, 1.0, p)
     if D > 0:
-        update_rows(kind, consts, p, g, s1, s2, D, rows, one)
+        update_rows(kind, consts, p, g, s1, s2, D, rows, np.zeros(0, np.uint8), one)
     else:
         update_range(kind, consts, p, g, s1, s2, 0, p.size, one)
 
