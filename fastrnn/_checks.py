@@ -24,6 +24,8 @@ def dtype(value, name="dtype"):
 
 def floats(name, a, ndim, dt=None, finite=False):
     """A float32/float64 array with ``ndim`` dimensions (of dtype ``dt`` when given)."""
+    if dt is None and ndim and isinstance(a, np.ndarray) and a.dtype.kind != "f":
+        raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
@@ -154,3 +156,51 @@ def rnn_args(x, W_xh, W_hh, b_h, mask=None):
         raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
     shape("mask", mask, (B, T))
     return mask
+
+
+def rnn_backward_args(dh, x, hs, W_xh, W_hh, mask, bptt_truncate):
+    """Check ``rnn_backward``'s arguments; return ``(mask, k)``."""
+    mask = rnn_args(x, W_xh, W_hh, None, mask)
+    B, T, _ = x.shape
+    H = W_hh.shape[0]
+    floats("dh", dh, 2, x.dtype)
+    shape("dh", dh, (B, H))
+    floats("hs", hs, 3, x.dtype)
+    shape("hs", hs, (T + 1, B, H))
+    return mask, truncate(bptt_truncate)
+
+
+def logits_labels(logits, y):
+    """Check ``softmax_xent``'s arguments; return ``y`` as an integer array."""
+    floats("logits", logits, 2)
+    nonempty("logits", logits)
+    return labels(y, logits.shape[0], logits.shape[1])
+
+
+def optimizer(kind, hyper):
+    """An optimizer kind and hyperparameter vector from ``fastrnn.optim``; return ``hyper`` as
+    float64."""
+    from .optim import KINDS, N_HYPER
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} (fastrnn.optim SGD, RMSprop, Adam), got {kind!r}")
+    hyper = np.asarray(hyper, dtype=np.float64)
+    if hyper.shape != (N_HYPER,):
+        raise ValueError(f"hyper must have shape ({N_HYPER},) (Optimizer.hyper()), got {hyper.shape}")
+    return hyper
+
+
+def train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper, bptt_truncate):
+    """Check ``train_step``'s arguments; return ``(x, y, hyper, k)``."""
+    x, y = model_batch(theta, dims, x, y)
+    for name, a in (("grad", grad), ("s1", s1), ("s2", s2)):
+        buffer(name, a, theta)
+    for name, a in (("theta", theta), ("grad", grad), ("s1", s1), ("s2", s2)):
+        inplace(name, a)
+    return x, y, optimizer(kind, hyper), truncate(bptt_truncate)
+
+
+def inplace(name, a):
+    """An array the call updates in place: writable and C-contiguous."""
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        raise ValueError(f"{name} is updated in place and must be a writable C-contiguous array")

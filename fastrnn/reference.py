@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _checks
 from .layout import unpack
-from .optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
+from .optim import (BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
                     RHO, RMSPROP_KIND, SGD_KIND, WEIGHT_DECAY)
 
 
@@ -48,6 +48,7 @@ from .optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON,
 
 def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
     """Run the tanh recurrence over dense inputs ``x (B, T, D)``; return ``hs (T + 1, B, H)``."""
+    mask = _checks.rnn_args(x, W_xh, W_hh, b_h, mask)
     B, T, _ = x.shape
     hs = np.zeros((T + 1, B, W_hh.shape[0]), dtype=x.dtype)
     for t in range(T):
@@ -62,6 +63,7 @@ def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
     Returns ``dx (B, T, D), dW_xh (D, H), dW_hh (H, H), db_h (H,)``; see the module docstring for
     what ``bptt_truncate`` truncates.
     """
+    mask, bptt_truncate = _checks.rnn_backward_args(dh, x, hs, W_xh, W_hh, mask, bptt_truncate)
     B, T, _ = x.shape
     if mask is None:
         mask = np.ones((B, T), dtype=bool)
@@ -88,6 +90,7 @@ def softmax_xent(logits, y):
     Returns ``(loss, dlogits)`` with ``dlogits = d loss / d logits``. Uses the log-sum-exp shift,
     so it is exact for any finite logits.
     """
+    y = _checks.logits_labels(logits, y)
     B = logits.shape[0]
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -130,6 +133,7 @@ def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
     """
     x, y = _checks.model_batch(theta, dims, x, y)
     _checks.buffer("grad", grad, theta)
+    bptt_truncate = _checks.truncate(bptt_truncate)
     p, g = unpack(theta, dims), unpack(grad, dims)
     xs, mask = _inputs(p, x, mask_zero)
     hs = rnn_forward(xs, p.W_xh, p.W_hh, p.b_h, mask)
@@ -195,16 +199,14 @@ def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsil
 
 def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
     """Apply the optimizer ``kind`` with hyperparameters ``hyper`` (see ``fastrnn.optim``)."""
-    h = [float(value) for value in hyper]              # Python floats keep float32 maths float32
+    h = [float(value) for value in _checks.optimizer(kind, hyper)]              # Python floats keep float32 maths float32
     if kind == SGD_KIND:
         sgd_update(p, g, s1, h[LR], h[MOMENTUM], rows)
     elif kind == RMSPROP_KIND:
         rmsprop_update(p, g, s1, h[LR], h[RHO], h[EPSILON], rows)
-    elif kind == ADAM_KIND:
+    else:
         adam_update(p, g, s1, s2, step, h[LR], h[BETA_1], h[BETA_2], h[EPSILON], h[WEIGHT_DECAY],
                     bool(h[KERAS_EPSILON]), rows)
-    else:
-        raise ValueError(f"unknown optimizer kind {kind}")
 
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
@@ -217,7 +219,8 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
     updates nothing: parameters and optimizer state stay as they were, and the caller decides.
     Returns ``(loss, n_correct, grad_norm)``.
     """
-    x, y = _checks.model_batch(theta, dims, x, y)
+    x, y, hyper, bptt_truncate = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
+                                                         bptt_truncate)
     loss, logits = loss_and_grad(theta, dims, x, y, grad, mask_zero, bptt_truncate)
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
     if not np.isfinite(norm):

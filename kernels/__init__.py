@@ -34,11 +34,6 @@ def _mask(mask, B, T):
     return np.ones((B, T), np.uint8) if mask is None else _c(mask, np.uint8)
 
 
-def _truncate(bptt_truncate):
-    k = _checks.truncate(bptt_truncate)
-    return 0 if k is None else k
-
-
 def _model_inputs(theta, dims, x):
     """(ids, dense) arrays for the compiled entry points, one of them a placeholder."""
     if dims[0]:
@@ -51,80 +46,75 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
     B, T, _ = x.shape
     hs = np.empty((T + 1, B, W_hh.shape[0]), x.dtype)
     _step.rnn_forward(x.dtype, _c(x, x.dtype), _c(W_xh, x.dtype), _c(W_hh, x.dtype),
-                               _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads())
+                      _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads())
     return hs
 
 
 def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
-    mask = _checks.rnn_args(x, W_xh, W_hh, None, mask)
+    mask, k = _checks.rnn_backward_args(dh, x, hs, W_xh, W_hh, mask, bptt_truncate)
     B, T, D = x.shape
     H = W_hh.shape[0]
     dt = x.dtype
-    _checks.floats("dh", dh, 2, dt)
-    _checks.shape("dh", dh, (B, H))
-    _checks.floats("hs", hs, 3, dt)
-    _checks.shape("hs", hs, (T + 1, B, H))
     out = (np.empty_like(x), np.empty((D, H), dt), np.empty((H, H), dt), np.empty(H, dt))
     _step.rnn_backward(dt, _c(dh, dt), _c(x, dt), _c(hs, dt), _c(W_xh, dt), _c(W_hh, dt),
-                           _mask(mask, B, T), _truncate(bptt_truncate), *out,
-                           numba.get_num_threads())
+                       _mask(mask, B, T), k or 0, *out, numba.get_num_threads())
     return out
 
 
 def softmax_xent(logits, y):
-    _checks.floats("logits", logits, 2)
-    y = _checks.labels(y, logits.shape[0], logits.shape[1])
+    y = _checks.logits_labels(logits, y)
     dlogits = np.empty(logits.shape, logits.dtype)
     loss = _step.xent(logits.dtype, _c(logits, logits.dtype), _c(y, np.int64), dlogits)
     return logits.dtype.type(loss), dlogits
 
 
+def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, kind=0,
+           hyper=None, mask_zero=False, k=None, lazy=False):
+    """Run the compiled whole-model entry point (arguments already checked); return
+    ``(logits, stats)``."""
+    ids, dense = _model_inputs(theta, dims, x)
+    unused = theta[:0]
+    logits = np.empty((x.shape[0], dims[3]), theta.dtype)
+    stats = np.zeros(3)
+    _step.model(theta.dtype, mode, _c(theta, theta.dtype), unused if grad is None else grad,
+                unused if s1 is None else s1, unused if s2 is None else s2, int(step), *dims, ids,
+                dense, np.zeros(0, np.int64) if y is None else _c(y, np.int64), int(kind),
+                np.zeros(N_HYPER) if hyper is None else hyper, int(bool(mask_zero)), k or 0,
+                int(bool(lazy)), numba.get_num_threads(), logits, stats)
+    return logits, stats
+
+
 def forward(theta, dims, x, mask_zero=False):
     x, _ = _checks.model_batch(theta, dims, x)
-    ids, dense = _model_inputs(theta, dims, x)
-    logits = np.empty((x.shape[0], dims[3]), theta.dtype)
-    _step.forward(theta.dtype, _c(theta, theta.dtype), *dims, ids, dense, int(bool(mask_zero)),
-                               logits, numba.get_num_threads())
-    return logits
+    return _model(_step.FORWARD, theta, dims, x, mask_zero=mask_zero)[0]
 
 
 def loss_and_grad(theta, dims, x, y, grad, mask_zero=False, bptt_truncate=None):
     x, y = _checks.model_batch(theta, dims, x, y)
     _checks.buffer("grad", grad, theta)
-    ids, dense = _model_inputs(theta, dims, x)
-    logits = np.empty((x.shape[0], dims[3]), theta.dtype)
+    k = _checks.truncate(bptt_truncate)
     g = _c(grad, theta.dtype)
-    loss = _step.loss_and_grad(theta.dtype, _c(theta, theta.dtype), *dims, ids, dense,
-                                            _c(y, np.int64), int(bool(mask_zero)),
-                                            _truncate(bptt_truncate), g, logits,
-                                            numba.get_num_threads())
+    logits, stats = _model(_step.LOSS_AND_GRAD, theta, dims, x, y, g, mask_zero=mask_zero, k=k)
     if g is not grad:
         grad[...] = g
-    return theta.dtype.type(loss), logits
+    return theta.dtype.type(stats[0]), logits
 
 
 def clip_by_global_norm(g, clipnorm):
     _checks.floats("g", g, 1)
-    _inplace("g", g)
+    _checks.inplace("g", g)
     return _step.clip_by_global_norm(g.dtype, g, float(clipnorm))
 
 
-def _inplace(name, a):
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(f"{name} is updated in place and must be a writable C-contiguous array")
-
-
 def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
-    hyper = _c(hyper, np.float64)
-    if hyper.shape != (N_HYPER,):
-        raise ValueError(f"hyper must have shape ({N_HYPER},), got {hyper.shape}")
+    hyper = _checks.optimizer(kind, hyper)
     for name, a in (("p", p), ("g", g), ("s1", s1), ("s2", s2)):
         _checks.floats(name, a, p.ndim, p.dtype)
         _checks.shape(name, a, p.shape)
-        _inplace(name, a)
+        _checks.inplace(name, a)
     if rows is None:
         _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
-                                        s2.ravel(), np.zeros(0, np.int64), 0)
+                               s2.ravel(), np.zeros(0, np.int64), 0)
         return
     if p.ndim != 2:
         raise ValueError(f"with rows, p must be a 2-D (rows, width) view, got shape {p.shape}")
@@ -136,7 +126,7 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
     if np.unique(rows).size != rows.size:
         raise ValueError("rows must not repeat")
     _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
-                                    s2.ravel(), _c(rows, np.int64), p.shape[1])
+                           s2.ravel(), _c(rows, np.int64), p.shape[1])
 
 
 def _hyper(**values):
@@ -165,14 +155,8 @@ def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsil
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
                bptt_truncate=None, lazy=False):
-    x, y = _checks.model_batch(theta, dims, x, y)
-    for name, a in (("theta", theta), ("grad", grad), ("s1", s1), ("s2", s2)):
-        _checks.buffer(name, a, theta)
-        _inplace(name, a)
-    ids, dense = _model_inputs(theta, dims, x)
-    stats = np.empty(3)
-    _step.train_step(theta.dtype, theta, grad, s1, s2, int(step), *dims, ids, dense,
-                                  _c(y, np.int64), int(kind), _c(hyper, np.float64),
-                                  int(bool(mask_zero)), _truncate(bptt_truncate), int(bool(lazy)),
-                                  stats, numba.get_num_threads())
+    x, y, hyper, k = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
+                                             bptt_truncate)
+    stats = _model(_step.TRAIN_STEP, theta, dims, x, y, grad, s1, s2, step, kind, hyper,
+                   mask_zero, k, lazy)[1]
     return float(stats[0]), int(stats[1]), float(stats[2])

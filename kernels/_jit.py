@@ -69,6 +69,7 @@ class Kernel:
 
     def __call__(self, dtype, *args):
         """Run the ``dtype`` version, with BLAS kept to one thread (see ``serial_blas``)."""
+        numba.get_num_threads()   # launches the threading layer: a cached kernel may not (numba#8578)
         with serial_blas():
             return self[dtype](*args)
 
