@@ -249,36 +249,26 @@ def xent(logits, y, dlogits):
     return softmax_xent(logits, y, logits.shape[0], dlogits)[0] / logits.shape[0]
 
 
-@jit(lambda F: void(Arr(F, 1), i64, i64, i64, i64, Arr(i32, 2), Arr(F, 3), _b, Arr(F, 2), i64))
-def forward(theta, V, D, H, C, ids, x, mask_zero, logits, nt):
+FORWARD, LOSS_AND_GRAD, TRAIN_STEP = 0, 1, 2
+
+
+@helper
+def forward_only(theta, V, D, H, C, ids, x, mask_zero, nt, logits):
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     E, W_xh = views(theta, V, D, H, C)[:2]
     touched, slot = np.zeros(V, np.uint8), np.empty(V, np.int64)
     rows = np.empty(min(V, ids.size), np.int64)
     EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)[2]
     no_labels, full_bptt = np.zeros(0, np.int64), np.int64(0)
-    batch_pass(theta, np.empty(theta.size, theta.dtype), V, D, H, C, ids, x,
-               np.empty((0, 0), np.uint8), no_labels, mask_zero, full_bptt, nt, slot, EW, logits,
-               np.empty(T * B * H, theta.dtype), np.empty(0 if V > 0 else T * B * D, theta.dtype))
+    batch_pass(theta, theta[:0], V, D, H, C, ids, x, np.empty((0, 0), np.uint8), no_labels,
+               mask_zero, full_bptt, nt, slot, EW, logits, np.empty(T * B * H, theta.dtype),
+               np.empty(0 if V > 0 else T * B * D, theta.dtype))
 
 
-@jit(lambda F: f64(Arr(F, 1), i64, i64, i64, i64, Arr(i32, 2), Arr(F, 3), Arr(i64, 1), _b, i64,
-                   Arr(F, 1), Arr(F, 2), i64))
-def loss_and_grad(theta, V, D, H, C, ids, x, y, mask_zero, k, grad, logits, nt):
-    grad[:V * D] = 0
+@helper
+def fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
+               nt, logits, stats):
     touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
-    return model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, touched,
-                       rows)[0]
-
-
-@jit(lambda F: void(Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
-                    Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, Arr(f64, 1),
-                    i64))
-def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
-               stats, nt):
-    B = ids.shape[0] if V > 0 else x.shape[0]
-    touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
-    logits = np.empty((B, C), theta.dtype)
     loss, correct, n_rows = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt,
                                         logits, touched, rows)
     # global norm over the gradient (embedding rows outside the batch have zero gradient)
@@ -296,6 +286,26 @@ def train_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
     if V > 0:
         every_row = touched if not lazy else touched[:0]
         update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n_rows], every_row, scale)
+
+
+@jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
+                    Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, i64,
+                    Arr(F, 2), Arr(f64, 1)))
+def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
+          nt, logits, stats):
+    """The whole classifier: ``mode`` FORWARD (logits), LOSS_AND_GRAD (loss in ``stats[0]``, the
+    full gradient in ``grad``) or TRAIN_STEP (``stats = loss, n_correct, grad_norm``). One entry
+    point, so the large shared code is compiled (and cached) once per dtype, not once per use."""
+    if mode == FORWARD:
+        forward_only(theta, V, D, H, C, ids, x, mask_zero, nt, logits)
+    elif mode == LOSS_AND_GRAD:
+        grad[:V * D] = 0
+        touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
+        stats[0] = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits,
+                               touched, rows)[0]
+    else:
+        fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k,
+                   lazy, nt, logits, stats)
 
 
 @jit(lambda F: void(i64, Arr(f64, 1), i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1),
