@@ -84,9 +84,12 @@ def nonempty(name, x):
 def labels(y, batch, num_classes, name="y"):
     """Integer class labels ``(B,)`` in ``[0, num_classes)``."""
     y = np.asarray(y)
-    if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+    if y.dtype == bool:
         y = y.astype(np.int64)
-    if y.dtype.kind not in "iub":
+    if (y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+            and y.min() >= 0 and y.max() < num_classes):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if y.ndim != 1 or y.shape[0] != batch:
         raise ValueError(f"{name} must have shape ({batch},) to match x, got {y.shape}")

@@ -85,25 +85,38 @@ class NpzReader:
         """Array names in the archive (without ``.npy``)."""
         return set(self.members)
 
-    def read(self, name, dtype=None, shape=None, max_bytes=None):
-        """The array ``name``; ValueError unless it has ``dtype``/``shape`` (when given) and at
-        most ``max_bytes`` bytes of data."""
+    def header(self, name):
+        """``(shape, dtype)`` of the array ``name``, from its header alone."""
+        with self._open(name) as (f, shape, fortran, dtype):
+            return shape, dtype
+
+    @contextlib.contextmanager
+    def _open(self, name):
         info = self.members.get(name)
         if info is None:
             raise ValueError(f"array {name!r} is missing")
         with self.zip.open(info) as f:
             version = npy_format.read_magic(f)
             if version == (1, 0):
-                found_shape, fortran, found_dtype = npy_format.read_array_header_1_0(f)
+                shape, fortran, dtype = npy_format.read_array_header_1_0(f)
             elif version == (2, 0):
-                found_shape, fortran, found_dtype = npy_format.read_array_header_2_0(f)
+                shape, fortran, dtype = npy_format.read_array_header_2_0(f)
             else:
-                raise ValueError(f"array {name!r} has .npy format version {version}; expected 1.0 or 2.0")
+                raise ValueError(f"array {name!r} has .npy format version {version}; "
+                                 "expected 1.0 or 2.0")
+            yield f, tuple(shape), fortran, dtype
+
+    def read(self, name, dtype=None, shape=None, max_bytes=None):
+        """The array ``name``; ValueError unless it has ``dtype``/``shape`` (when given) and at
+        most ``max_bytes`` bytes of data."""
+        info = self.members.get(name)
+        with self._open(name) as (f, found_shape, fortran, found_dtype):
             if found_dtype.hasobject:
                 raise ValueError(f"array {name!r} holds Python objects (dtype {found_dtype}); "
                                  "they would need pickle, which is never used to load a model")
             if dtype is not None and found_dtype != np.dtype(dtype):
-                raise ValueError(f"array {name!r} has dtype {found_dtype}, expected {np.dtype(dtype)}")
+                raise ValueError(f"array {name!r} has dtype {found_dtype}, "
+                                 f"expected {np.dtype(dtype)}")
             if shape is not None and tuple(found_shape) != tuple(shape):
                 raise ValueError(f"array {name!r} has shape {found_shape}, expected {tuple(shape)}")
             nbytes = int(np.prod(found_shape, dtype=object)) * found_dtype.itemsize
@@ -115,7 +128,7 @@ class NpzReader:
                                  f"only {info.file_size} (truncated)")
             data = f.read(nbytes + 1)             # one byte more: reach the end, check the CRC
             if len(data) != nbytes:
-                raise ValueError(f"array {name!r} has {'more' if len(data) > nbytes else len(data)} "
-                                 f"bytes of data, expected {nbytes}")
+                found = "more" if len(data) > nbytes else len(data)
+                raise ValueError(f"array {name!r} has {found} bytes of data, expected {nbytes}")
         order = "F" if fortran else "C"
         return np.frombuffer(data, found_dtype).reshape(found_shape, order=order)

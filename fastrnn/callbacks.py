@@ -66,7 +66,8 @@ class EarlyStopping(Callback):
         self.sign = 1 if self.mode == "max" else -1
 
     def on_train_begin(self, logs=None):
-        self.wait, self.best, self.best_weights, self.best_epoch, self.stopped_epoch = 0, None, None, None, None
+        self.wait, self.best, self.best_weights = 0, None, None
+        self.best_epoch = self.stopped_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -96,8 +97,8 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  save_freq="epoch"):
-        if save_freq != "epoch" and not (isinstance(save_freq, int) and not isinstance(save_freq, bool)
-                                         and save_freq > 0):
+        if save_freq != "epoch" and not (isinstance(save_freq, int)
+                                         and not isinstance(save_freq, bool) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive integer, got {save_freq!r}")
         self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
         self.save_freq = save_freq

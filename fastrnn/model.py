@@ -171,7 +171,7 @@ class SimpleRNNClassifier:
         """Inputs as the backends take them: ids (N, T) or dense (N, T, D) in the model's dtype."""
         x = _as_array("x", x)
         if y is not None:
-            y = _as_array("y", y)
+            y = _labels(_as_array("y", y), self.dims[3])
         if self.dims[0] == 0:
             if x.dtype.kind not in "fiu":
                 raise TypeError(f"x must hold numbers for a dense-input model, got dtype {x.dtype}")
@@ -307,7 +307,8 @@ class SimpleRNNClassifier:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
                 or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+            raise ValueError(f"validation_split must be a number in [0, 1), "
+                             f"got {validation_split!r}")
         x, y = self._check(x, y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -355,6 +356,7 @@ class SimpleRNNClassifier:
                 self._safe_point(run)
             for cb in callbacks:
                 cb.on_train_end()
+            self._safe_point(run)                  # a Ctrl-C during the last moments still counts
         return self.history
 
     def _safe_point(self, run):
@@ -372,8 +374,9 @@ class SimpleRNNClassifier:
         n = len(x)
         n_batches = -(-n // batch_size)
         state = self._resume
+        same_run = (n, batch_size, run.shuffle)
         if state is not None and (state.get("n", n), state.get("batch_size", batch_size),
-                                  state.get("shuffle", run.shuffle)) != (n, batch_size, run.shuffle):
+                                  state.get("shuffle", run.shuffle)) != same_run:
             self.rng.bit_generator.state = state["rng"]     # other data: start the epoch over
             state = None
         if state is None:
@@ -398,9 +401,9 @@ class SimpleRNNClassifier:
                     what = "gradient" if not stepped else "loss"
                     weights = ("the weights are those before this step" if not stepped else
                                "the step was applied (finite gradient)")
-                    raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, step {b + 1} "
-                                        f"of {n_batches}; {weights} (lower the learning rate or "
-                                        "set global_clipnorm on the optimizer)")
+                    raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, "
+                                        f"step {b + 1} of {n_batches}; {weights} (lower the "
+                                        "learning rate or set global_clipnorm on the optimizer)")
                 state["skipped"] += 1
             else:
                 state["loss"] += loss * len(idx)
@@ -485,6 +488,15 @@ class SimpleRNNClassifier:
         meta = json.loads(meta.tobytes().decode("utf-8"))
         _check_meta(meta)
         c = meta["config"]
+        # the sizes in the metadata must match the arrays in the file before anything of that
+        # size is allocated (a damaged vocab_size must not make the constructor ask for 80 GB)
+        sizes = [c["vocab_size"] or 0, c["embed_dim"], c["hidden_dim"], c["num_classes"]]
+        if not all(type(v) is int and 0 <= v < 2**31 for v in sizes):
+            raise ValueError(f"metadata: bad sizes {sizes}")
+        shape, _ = reader.header("theta")
+        if shape != (layout.size(sizes),):
+            raise ValueError(f"array 'theta' has shape {shape}; the config needs "
+                             f"({layout.size(sizes)},)")
         model = cls(c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["num_classes"],
                     c["bptt_truncate"], c["mask_zero"], c["dtype"], backend,
                     optim.get(meta["optimizer"]), c["seed"], c["lazy_embedding"], threads)
@@ -596,6 +608,19 @@ def _as_array(name, a):
     return a
 
 
+def _labels(y, num_classes):
+    """Boolean and whole-number float labels as int64, so that every backend indexes with them
+    (a bool array would be a mask in NumPy) and no cast overflows; the rest is ``_checks``'."""
+    if y.dtype.kind == "b":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        bad = y[(y < 0) | (y >= num_classes)]
+        if bad.size:
+            raise ValueError(f"y has label {bad[0]:g} outside [0, {num_classes})")
+        return y.astype(np.int64)
+    return y
+
+
 def _is_text(x):
     if isinstance(x, str):
         return True
@@ -624,7 +649,7 @@ def _check_meta(meta):
             raise ValueError(f"metadata: {what}")
 
     def count(value, minimum=0):
-        return type(value) is int and value >= minimum
+        return type(value) is int and minimum <= value < 2**62
 
     need(isinstance(meta, dict), "not a JSON object")
     need(meta.get("format") == FORMAT, "not a fastrnn model")
@@ -636,7 +661,7 @@ def _check_meta(meta):
     need(isinstance(c["mask_zero"], bool) and isinstance(c["lazy_embedding"], bool),
          "bad config flags")
     need(isinstance(c["dtype"], str), "bad dtype")
-    need(c["maxlen"] is None or count(c["maxlen"], 1), "bad maxlen")
+    need(c["maxlen"] is None or (count(c["maxlen"], 1) and c["maxlen"] < 2**31), "bad maxlen")
     need(c["seed"] is None or count(c["seed"]), "bad seed")
     need(isinstance(meta.get("optimizer"), dict), "bad optimizer")
     need(count(meta.get("step_count")) and count(meta.get("epoch")), "bad step or epoch count")
@@ -644,7 +669,8 @@ def _check_meta(meta):
     np.random.PCG64().state = meta["rng"]          # raises for a state it cannot take
     r = meta.get("resume", ())
     if r is not None:
-        need(isinstance(r, dict) and {"rng", "batch", "loss", "correct", "seen", "skipped"} <= set(r),
+        need(isinstance(r, dict)
+             and {"rng", "batch", "loss", "correct", "seen", "skipped"} <= set(r),
              "bad resume state")
         need(all(count(r[k]) for k in ("batch", "correct", "seen", "skipped")), "bad resume counts")
         need(all(count(r[k], 1) for k in ("n", "batch_size") if k in r), "bad resume sizes")

@@ -215,15 +215,15 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
 
     ``step`` is the optimizer's step number (1 for the first). With ``lazy`` the embedding rows
     that do not occur in ``x`` are left alone (parameters and optimizer state); otherwise every
-    parameter is updated, as in Keras and PyTorch. A gradient that is not finite (NaN or inf norm)
-    updates nothing: parameters and optimizer state stay as they were, and the caller decides.
+    parameter is updated, as in Keras and PyTorch. A loss or gradient that is not finite (NaN or
+    inf) updates nothing: parameters and optimizer state stay as they were, and the caller decides.
     Returns ``(loss, n_correct, grad_norm)``.
     """
     x, y, hyper, bptt_truncate = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
                                                          bptt_truncate)
     loss, logits = loss_and_grad(theta, dims, x, y, grad, mask_zero, bptt_truncate)
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
-    if not np.isfinite(norm):
+    if not (np.isfinite(norm) and np.isfinite(loss)):
         return float(loss), int((logits.argmax(axis=1) == y).sum()), norm
     V, D = dims[0], dims[1]
     if lazy and V:

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so threadpoolctl sees it)
 from numba import types
+from numba.core.caching import FunctionCache
 from threadpoolctl import ThreadpoolController
 
 CACHE = os.environ.get("FASTRNN_NUMBA_CACHE", "1").lower() not in ("0", "false", "no", "off")
@@ -61,9 +62,9 @@ class Kernel:
             with self._lock:                       # two threads must not compile the same kernel
                 compiled = self._compiled.get(dtype)
                 if compiled is None:
-                    compiled = numba.njit(self.template(_FLOATS[dtype]), cache=CACHE,
-                                          parallel=self.parallel, fastmath=FASTMATH or False,
-                                          error_model="numpy", nogil=True)(self.fn)
+                    compiled = _njit(self.fn, self.parallel)
+                    compiled.compile(self.template(_FLOATS[dtype]))
+                    compiled.disable_compile()     # as with explicit signatures: no other types
                     self._compiled[dtype] = compiled
         return compiled
 
@@ -81,9 +82,46 @@ def jit(template, parallel=False):
 
 def helper(fn=None, parallel=False):
     """A jitted helper called from kernels (compiled for whatever types its callers pass)."""
-    deco = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True, cache=CACHE,
-                      parallel=parallel)
-    return deco if fn is None else deco(fn)
+    if fn is None:
+        return lambda f: _njit(f, parallel)
+    return _njit(fn, parallel)
+
+
+class _TolerantCache(FunctionCache):
+    """Numba's on-disk cache, except that a file it cannot read or write is a cache miss.
+
+    Numba unpickles its index and data files without a fallback: a damaged file (a crash while
+    writing, a full disk, a bad copy) raises UnpicklingError/EOFError/... on the first call, and a
+    failed write raises too. Here a damaged file means: empty the index, compile, save afresh; a
+    failed write means: compiled in memory only.
+    """
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception:                            # noqa: BLE001 - any damage is a miss
+            with contextlib.suppress(Exception):
+                self.flush()                         # a fresh, empty index: the save repairs it
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception:                            # noqa: BLE001 - not cached, still compiled
+            pass
+
+
+def _njit(fn, parallel):
+    """``numba.njit`` with the project's flags and the tolerant on-disk cache (when CACHE is on
+    and Numba finds a writable cache directory; without one it compiles in memory every run)."""
+    dispatcher = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True,
+                            parallel=parallel)(fn)
+    if CACHE:
+        try:
+            dispatcher._cache = _TolerantCache(fn)
+        except RuntimeError:                         # "cannot cache function": no locator
+            pass
+    return dispatcher
 
 
 _blas = ThreadpoolController()

@@ -278,7 +278,7 @@ def fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
         squares += sum_squares(grad, rows[r] * D, rows[r] * D + D)
     norm = np.sqrt(squares)
     stats[0], stats[1], stats[2] = loss, correct, norm
-    if not np.isfinite(norm):                     # update nothing; the caller decides
+    if not (np.isfinite(norm) and np.isfinite(loss)):     # update nothing; the caller decides
         return
     scale = clip_scale(norm, hyper[CLIPNORM], theta)
     consts = step_constants(kind, hyper, step, theta)
