@@ -80,11 +80,15 @@ def jit(template, parallel=False):
     return lambda fn: Kernel(fn, template, parallel)
 
 
-def helper(fn=None, parallel=False):
-    """A jitted helper called from kernels (compiled for whatever types its callers pass)."""
+def helper(fn=None, parallel=False, inline="never"):
+    """A jitted helper called from kernels (compiled for whatever types its callers pass).
+
+    ``inline="always"`` inlines it into its callers at the Numba IR level, so it is optimised once,
+    as part of the caller, instead of once on its own and again in each caller that links it.
+    """
     if fn is None:
-        return lambda f: _njit(f, parallel)
-    return _njit(fn, parallel)
+        return lambda f: _njit(f, parallel, inline)
+    return _njit(fn, parallel, inline)
 
 
 class _TolerantCache(FunctionCache):
@@ -111,11 +115,11 @@ class _TolerantCache(FunctionCache):
             pass
 
 
-def _njit(fn, parallel):
+def _njit(fn, parallel, inline="never"):
     """``numba.njit`` with the project's flags and the tolerant on-disk cache (when CACHE is on
     and Numba finds a writable cache directory; without one it compiles in memory every run)."""
     dispatcher = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True,
-                            parallel=parallel)(fn)
+                            parallel=parallel, inline=inline)(fn)
     if CACHE:
         try:
             dispatcher._cache = _TolerantCache(fn)

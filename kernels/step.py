@@ -88,7 +88,7 @@ def token_projection(E, W_xh, ids, nt, touched, rows, slot):
     return n, Ec, EW
 
 
-@helper(parallel=True)
+@helper(parallel=True, inline="always")
 def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot, EW, logits, Pb,
                Xb):
     """Forward pass of the whole batch over ``nt`` threads, and the backward pass when labels
@@ -163,33 +163,6 @@ def scatter_tokens(ids, Pb, slot, H, nt, dEW):
                             row[j] += da[j]
 
 
-@helper
-def model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits, touched, rows):
-    """Loss and gradient of the classifier on one batch; returns ``(loss, n_correct, n_rows)``.
-
-    The embedding gradient is written for the ``n_rows`` distinct ids of the batch only, listed in
-    ``rows[:n_rows]`` and marked in ``touched``; its other rows in ``grad`` are left as they were.
-    """
-    B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
-    E, W_xh = views(theta, V, D, H, C)[:2]
-    Pb = np.empty(T * B * H, theta.dtype)
-    slot = np.empty(V, np.int64)
-    n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
-    Xb = np.empty(0 if V > 0 else T * B * D, theta.dtype)
-    loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8), y,
-                               mask_zero, k, nt, slot, EW, logits, Pb, Xb)
-    if V > 0:
-        dEW = np.zeros((n, H), theta.dtype)
-        scatter_tokens(ids, Pb, slot, H, nt, dEW)
-        gE, gW_xh = views(grad, V, D, H, C)[:2]
-        rows_At_B(Ec, dEW, gW_xh, nt)              # dW_xh = sum over tokens of E[v].T @ dA
-        dEc = np.empty((n, D), theta.dtype)
-        rows_matmul(dEW, W_xh.T.copy(), dEc, nt)   # dE[v] = (sum of dA over v's tokens) @ W_xh.T
-        for r in range(n):
-            gE[rows[r]] = dEc[r]
-    return loss, correct, n
-
-
 # ------------------------------------------------------------------------------------------------
 # entry points (signature templates: F is the float type); ``nt`` is the thread count, passed in
 # from Python because calling numba.get_num_threads() in compiled code makes it uncacheable
@@ -252,32 +225,54 @@ def xent(logits, y, dlogits):
 FORWARD, LOSS_AND_GRAD, TRAIN_STEP = 0, 1, 2
 
 
-@helper
-def forward_only(theta, V, D, H, C, ids, x, mask_zero, nt, logits):
+@jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
+                    Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, i64,
+                    Arr(F, 2), Arr(f64, 1)), parallel=True)
+def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
+          nt, logits, stats):
+    """The whole classifier on one batch, by ``mode``:
+
+    - FORWARD: the logits;
+    - LOSS_AND_GRAD: the loss in ``stats[0]`` and the full gradient in ``grad``;
+    - TRAIN_STEP: the fused step; ``stats = (loss, n_correct, grad_norm)``. The embedding gradient
+      is written for the rows in the batch only, and a non-finite loss or norm updates nothing.
+
+    One entry point with one call of ``batch_pass`` (inlined), so the large shared code is compiled,
+    optimised and cached once per dtype: Numba re-optimises a helper's code in every caller that
+    links it, so each extra level of helpers would cost another full optimisation.
+    """
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     E, W_xh = views(theta, V, D, H, C)[:2]
     touched, slot = np.zeros(V, np.uint8), np.empty(V, np.int64)
     rows = np.empty(min(V, ids.size), np.int64)
-    EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)[2]
-    no_labels, full_bptt = np.zeros(0, np.int64), np.int64(0)
-    batch_pass(theta, theta[:0], V, D, H, C, ids, x, np.empty((0, 0), np.uint8), no_labels,
-               mask_zero, full_bptt, nt, slot, EW, logits, np.empty(T * B * H, theta.dtype),
-               np.empty(0 if V > 0 else T * B * D, theta.dtype))
-
-
-@helper
-def fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
-               nt, logits, stats):
-    touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
-    loss, correct, n_rows = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt,
-                                        logits, touched, rows)
+    n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
+    if mode == LOSS_AND_GRAD:
+        grad[:V * D] = 0
+    Pb = np.empty(T * B * H, theta.dtype)
+    loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8),
+                               y if mode != FORWARD else y[:0], mask_zero, k, nt, slot, EW, logits,
+                               Pb, np.empty(0 if V > 0 else T * B * D, theta.dtype))
+    if mode == FORWARD:
+        return
+    if V > 0:
+        dEW = np.zeros((n, H), theta.dtype)
+        scatter_tokens(ids, Pb, slot, H, nt, dEW)
+        gE, gW_xh = views(grad, V, D, H, C)[:2]
+        rows_At_B(Ec, dEW, gW_xh, nt)              # dW_xh = sum over tokens of E[v].T @ dA
+        dEc = np.empty((n, D), theta.dtype)
+        rows_matmul(dEW, W_xh.T.copy(), dEc, nt)   # dE[v] = (sum of dA over v's tokens) @ W_xh.T
+        for r in range(n):
+            gE[rows[r]] = dEc[r]
+    stats[0], stats[1] = loss, correct
+    if mode == LOSS_AND_GRAD:
+        return
     # global norm over the gradient (embedding rows outside the batch have zero gradient)
     tail = V * D
     squares = sum_squares(grad, tail, grad.size)
-    for r in range(n_rows):
+    for r in range(n):
         squares += sum_squares(grad, rows[r] * D, rows[r] * D + D)
     norm = np.sqrt(squares)
-    stats[0], stats[1], stats[2] = loss, correct, norm
+    stats[2] = norm
     if not (np.isfinite(norm) and np.isfinite(loss)):     # update nothing; the caller decides
         return
     scale = clip_scale(norm, hyper[CLIPNORM], theta)
@@ -285,27 +280,7 @@ def fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, ma
     update_range(kind, consts, theta, grad, s1, s2, tail, grad.size, scale)
     if V > 0:
         every_row = touched if not lazy else touched[:0]
-        update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n_rows], every_row, scale)
-
-
-@jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
-                    Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, i64,
-                    Arr(F, 2), Arr(f64, 1)))
-def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
-          nt, logits, stats):
-    """The whole classifier: ``mode`` FORWARD (logits), LOSS_AND_GRAD (loss in ``stats[0]``, the
-    full gradient in ``grad``) or TRAIN_STEP (``stats = loss, n_correct, grad_norm``). One entry
-    point, so the large shared code is compiled (and cached) once per dtype, not once per use."""
-    if mode == FORWARD:
-        forward_only(theta, V, D, H, C, ids, x, mask_zero, nt, logits)
-    elif mode == LOSS_AND_GRAD:
-        grad[:V * D] = 0
-        touched, rows = np.zeros(V, np.uint8), np.empty(min(V, ids.size), np.int64)
-        stats[0] = model_grads(theta, grad, V, D, H, C, ids, x, y, mask_zero, k, nt, logits,
-                               touched, rows)[0]
-    else:
-        fused_step(theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k,
-                   lazy, nt, logits, stats)
+        update_rows(kind, consts, theta, grad, s1, s2, D, rows[:n], every_row, scale)
 
 
 @jit(lambda F: void(i64, Arr(f64, 1), i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1),
