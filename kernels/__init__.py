@@ -73,7 +73,7 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
     """Run the compiled whole-model entry point (arguments already checked); return
     ``(logits, stats)``."""
     ids, dense = _model_inputs(theta, dims, x)
-    unused = theta[:0]
+    unused = np.empty(0, theta.dtype)
     logits = np.empty((x.shape[0], dims[3]), theta.dtype)
     stats = np.zeros(3)
     _step.model(theta.dtype, mode, _c(theta, theta.dtype), unused if grad is None else grad,

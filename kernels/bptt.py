@@ -38,16 +38,12 @@ def chunk_backward(dh, hs, W_hh_T, M, k, dA):
 
 @helper
 def chunk_recurrent_grads(hs, dA, dW_hh, db_h):
-    """``dW_hh = sum_t hs[t].T @ dA[t]`` (one product over all steps) and ``db_h = sum dA``."""
+    """``dW_hh = sum_t hs[t].T @ dA[t]`` and ``db_h = sum_t dA[t]``, each one BLAS call over all
+    the chunk's steps."""
     T, nb, H = dA.shape
     dA2 = dA.reshape((T * nb, H))
     np.dot(hs[:T].reshape((T * nb, H)).T, dA2, dW_hh)
-    acc = np.zeros(H)                                # float64 accumulator over T * nb terms
-    for r in range(T * nb):
-        row = dA2[r]
-        for j in range(H):
-            acc[j] += row[j]
-    db_h[:] = acc
+    np.dot(np.ones(T * nb, dA.dtype), dA2, db_h)    # the column sums, as one BLAS call
 
 
 @helper
