@@ -33,6 +33,17 @@ def views(theta, V, D, H, C):
             theta[o3:o4], theta[o4:o5].reshape((H, C)), theta[o5:o5 + C])
 
 
+@helper
+def chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb):
+    """Chunk ``c``'s first row ``b0``, row count ``nb`` and blocks ``X (T, nb, D)``, ``M (T, nb)``,
+    ``P (T, nb, H)``, ``hs (T + 1, nb, H)`` (``X`` empty when ``Xb`` is)."""
+    b0, b1 = chunk_bounds(c, nc, B)
+    nb = b1 - b0
+    X = block(Xb, T * b0 * D, (T, nb, D)) if Xb.size > 0 else np.empty((0, 0, 0), Xb.dtype)
+    return (b0, nb, X, block(Mb, T * b0, (T, nb)), block(Pb, T * b0 * H, (T, nb, H)),
+            block(Hb, (T + 1) * b0 * H, (T + 1, nb, H)))
+
+
 @helper(parallel=True)
 def rows_matmul(A, B, out, nt):
     """``out = A @ B`` with the rows of ``A`` split over ``nt`` threads."""
@@ -111,11 +122,8 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
     dlogits = np.empty_like(logits)
     W_hh_T, W_xh_T, W_hy_T = W_hh.T.copy(), W_xh.T.copy(), W_hy.T.copy()
     for c in prange(nc):
-        b0, b1 = chunk_bounds(c, nc, B)
-        nb = b1 - b0
-        M, P = block(Mb, T * b0, (T, nb)), block(Pb, T * b0 * H, (T, nb, H))
-        hs = block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
-        X = block(Xb, T * b0 * D, (T, nb, D)) if V == 0 else np.empty((0, 0, 0), theta.dtype)
+        b0, nb, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
+        b1 = b0 + nb
         if V > 0:
             chunk_token_inputs(ids, b0, mask_zero, slot, EW, P, M)
         else:
@@ -177,13 +185,10 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
     Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
     Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
     for c in prange(nc):
-        b0, b1 = chunk_bounds(c, nc, B)
-        nb = b1 - b0
-        X, M = block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb))
-        P, hs = block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
+        b0, nb, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, P)
         recurrence(W_hh, b_h, M, P, hs)
-        hs_out[:, b0:b1] = hs
+        hs_out[:, b0:b0 + nb] = hs
 
 
 @jit(lambda F: void(Arr(F, 2), Arr(F, 3), Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(u8, 2), i64,
@@ -198,13 +203,10 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
     pb_h = np.empty((nc, H), x.dtype)
     W_hh_T, W_xh_T = W_hh.T.copy(), W_xh.T.copy()
     for c in prange(nc):
-        b0, b1 = chunk_bounds(c, nc, B)
-        nb = b1 - b0
-        X, M = block(Xb, T * b0 * D, (T, nb, D)), block(Mb, T * b0, (T, nb))
-        dA, hs = block(Pb, T * b0 * H, (T, nb, H)), block(Hb, (T + 1) * b0 * H, (T + 1, nb, H))
+        b0, nb, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA)
-        hs[:] = hs_in[:, b0:b1]
-        chunk_backward(dh[b0:b1].copy(), hs, W_hh_T, M, k, dA)
+        hs[:] = hs_in[:, b0:b0 + nb]
+        chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
         chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
         chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], True)
         for t in range(T):
