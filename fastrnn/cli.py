@@ -121,8 +121,9 @@ def build_parser():
                        help="hidden units")
     model.add_argument("--bptt-truncate", type=positive_int, default=None, metavar="K",
                        help="backpropagate through the last K steps only (default: all)")
-    model.add_argument("--mask-zero", action="store_true",
-                       help="skip padding (carry the state over token 0), as Keras' mask_zero")
+    model.add_argument("--mask-zero", action=argparse.BooleanOptionalAction, default=True,
+                       help="skip padding: carry the state over token 0, as Keras' mask_zero "
+                            "(default on: test accuracy 0.86 instead of 0.82-0.86 without)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="dtype of every buffer")
     _backend_args(model)

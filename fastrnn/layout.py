@@ -12,6 +12,7 @@ embedding. Because the embedding comes first, ``theta[:V * D]`` is the embedding
 from __future__ import annotations
 
 from collections import namedtuple
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,6 +29,11 @@ def shapes(dims):
 
 def size(dims):
     """Number of scalars in the flat buffer."""
+    return _size(tuple(int(d) for d in dims))
+
+
+@lru_cache(maxsize=64)
+def _size(dims):
     return sum(int(np.prod(s)) for s in shapes(dims))
 
 

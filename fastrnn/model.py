@@ -490,7 +490,7 @@ class SimpleRNNClassifier:
         c = meta["config"]
         # the sizes in the metadata must match the arrays in the file before anything of that
         # size is allocated (a damaged vocab_size must not make the constructor ask for 80 GB)
-        sizes = [c["vocab_size"] or 0, c["embed_dim"], c["hidden_dim"], c["num_classes"]]
+        sizes = (c["vocab_size"] or 0, c["embed_dim"], c["hidden_dim"], c["num_classes"])
         if not all(type(v) is int and 0 <= v < 2**31 for v in sizes):
             raise ValueError(f"metadata: bad sizes {sizes}")
         shape, _ = reader.header("theta")
