@@ -7,6 +7,8 @@ point from ``step.py``. Compiling happens on the first call for each dtype, and 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -74,14 +76,28 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
     ``(logits, stats)``."""
     ids, dense = _model_inputs(theta, dims, x)
     unused = np.empty(0, theta.dtype)
+    work = _workspace(theta.dtype, _step.workspace_size(dims, *x.shape[:2]))
     logits = np.empty((x.shape[0], dims[3]), theta.dtype)
     stats = np.zeros(3)
     _step.model(theta.dtype, mode, _c(theta, theta.dtype), unused if grad is None else grad,
                 unused if s1 is None else s1, unused if s2 is None else s2, int(step), *dims, ids,
                 dense, np.zeros(0, np.int64) if y is None else _c(y, np.int64), int(kind),
                 np.zeros(N_HYPER) if hyper is None else hyper, int(bool(mask_zero)), k or 0,
-                int(bool(lazy)), numba.get_num_threads(), logits, stats)
+                int(bool(lazy)), numba.get_num_threads(), logits, stats, work)
     return logits, stats
+
+
+_local = threading.local()
+
+
+def _workspace(dtype, n):
+    """A scratch buffer of at least ``n`` elements, kept per thread and dtype and reused, so that
+    each step does not fault in tens of MB of fresh pages."""
+    spaces = _local.__dict__.setdefault("spaces", {})
+    work = spaces.get(dtype)
+    if work is None or work.size < n:
+        work = spaces[dtype] = np.empty(n, dtype)
+    return work
 
 
 def forward(theta, dims, x, mask_zero=False):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._jit import helper
 from ._math import tanh
+from .bptt import first_update
 
 
 @helper
@@ -61,11 +62,13 @@ def chunk_dense_inputs(x, mask, b0, W_xh, X, M, P):
 @helper
 def recurrence(W_hh, b_h, M, P, hs):
     """``hs[t + 1] = tanh(P[t] + hs[t] @ W_hh + b_h)`` where ``M[t]``, else ``hs[t]``; the loop
-    over time only multiplies ``(nb, H) @ (H, H)``."""
+    over time only multiplies ``(nb, H) @ (H, H)``, and starts at the chunk's first update (the
+    padding of left-padded batches costs nothing)."""
     T, nb, H = P.shape
-    hs[0] = 0
+    t0 = first_update(M)
+    hs[:t0 + 1] = 0                       # before the first update every state is h_0 = 0
     a = np.empty((nb, H), P.dtype)
-    for t in range(T):
+    for t in range(t0, T):
         h_prev, h, p, m = hs[t], hs[t + 1], P[t], M[t]
         np.dot(h_prev, W_hh, a)
         for i in range(nb):

@@ -101,7 +101,7 @@ def token_projection(E, W_xh, ids, nt, touched, rows, slot):
 
 @helper(parallel=True, inline="always")
 def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot, EW, logits, Pb,
-               Xb):
+               Hb, Xb):
     """Forward pass of the whole batch over ``nt`` threads, and the backward pass when labels
     ``y`` are given (an empty ``y``: forward only).
 
@@ -114,7 +114,6 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
     B, T = (ids.shape[0], ids.shape[1]) if V > 0 else (x.shape[0], x.shape[1])
     nc = max(1, min(B, nt))
     Mb = np.empty(T * B, np.uint8)
-    Hb = np.empty((T + 1) * B * H, theta.dtype)
     pW_xh, pW_hh = np.zeros((nc, D, H), theta.dtype), np.empty((nc, H, H), theta.dtype)
     pb_h, pW_hy = np.empty((nc, H), theta.dtype), np.empty((nc, H, C), theta.dtype)
     pb_y = np.empty((nc, C), theta.dtype)
@@ -135,10 +134,10 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
             dh = np.empty((nb, H), theta.dtype)
             head_backward(hs[T], dlogits[b0:b1], W_hy_T, pW_hy[c], pb_y[c], dh)
             dA = P
-            chunk_backward(dh, hs, W_hh_T, M, k, dA)
-            chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
+            t_lo = chunk_backward(dh, hs, W_hh_T, M, k, dA)
+            chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
             if V == 0:
-                chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], False)
+                chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], False)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
         gW_xh[:], gW_hh[:], gb_h[:], gW_hy[:], gb_y[:] = pW_xh[0], pW_hh[0], pb_h[0], pW_hy[0], pb_y[0]
@@ -206,9 +205,9 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
         b0, nb, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA)
         hs[:] = hs_in[:, b0:b0 + nb]
-        chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
-        chunk_recurrent_grads(hs, dA, pW_hh[c], pb_h[c])
-        chunk_dense_input_grads(X, dA, W_xh_T, pW_xh[c], True)
+        t_lo = chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
+        chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
+        chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], True)
         for t in range(T):
             for i in range(nb):
                 dx[b0 + i, t] = X[t, i]
@@ -227,17 +226,25 @@ def xent(logits, y, dlogits):
 FORWARD, LOSS_AND_GRAD, TRAIN_STEP = 0, 1, 2
 
 
+def workspace_size(dims, B, T):
+    """Scratch elements ``model`` uses for a batch of ``B`` sequences of ``T`` steps."""
+    V, D, H, _ = dims
+    return T * B * H + (T + 1) * B * H + (0 if V > 0 else T * B * D)
+
+
 @jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
                     Arr(i32, 2), Arr(F, 3), Arr(i64, 1), i64, Arr(f64, 1), _b, i64, _b, i64,
-                    Arr(F, 2), Arr(f64, 1)), parallel=True)
+                    Arr(F, 2), Arr(f64, 1), Arr(F, 1)), parallel=True)
 def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, mask_zero, k, lazy,
-          nt, logits, stats):
+          nt, logits, stats, work):
     """The whole classifier on one batch, by ``mode``:
 
     - FORWARD: the logits;
     - LOSS_AND_GRAD: the loss in ``stats[0]`` and the full gradient in ``grad``;
     - TRAIN_STEP: the fused step; ``stats = (loss, n_correct, grad_norm)``. The embedding gradient
       is written for the rows in the batch only, and a non-finite loss or norm updates nothing.
+
+    ``work`` is scratch space (used when it holds ``workspace_size`` elements, else allocated).
 
     One entry point with one call of ``batch_pass`` (inlined), so the large shared code is compiled,
     optimised and cached once per dtype: Numba re-optimises a helper's code in every caller that
@@ -250,10 +257,15 @@ def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, m
     n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
     if mode == LOSS_AND_GRAD:
         grad[:V * D] = 0
-    Pb = np.empty(T * B * H, theta.dtype)
+    # the large scratch buffers come from the caller's reusable workspace: a fresh allocation of
+    # this size is fresh pages from the OS, and faulting them in costs as much as the forward pass
+    n_P, n_H, n_X = T * B * H, (T + 1) * B * H, 0 if V > 0 else T * B * D
+    if work.size < n_P + n_H + n_X:
+        work = np.empty(n_P + n_H + n_X, theta.dtype)
+    Pb, Hb, Xb = work[:n_P], work[n_P:n_P + n_H], work[n_P + n_H:n_P + n_H + n_X]
     loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8),
                                y if mode != FORWARD else y[:0], mask_zero, k, nt, slot, EW, logits,
-                               Pb, np.empty(0 if V > 0 else T * B * D, theta.dtype))
+                               Pb, Hb, Xb)
     if mode == FORWARD:
         return
     if V > 0:
