@@ -442,10 +442,17 @@ def threading_layer():
         return numba.threading_layer()
 
 
+# environment variables that change the timings (``fastrnn`` the program sets OMP_WAIT_POLICY=PASSIVE)
+ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+       "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS", "FASTRNN_FASTMATH",
+       "FASTRNN_NUMBA_CACHE")
+
+
 def run_info():
-    """Threads and threading layer, for ``benchmark.extra_info`` and the report header."""
+    """Threads, threading layer and the `ENV` variables set, for ``benchmark.extra_info``."""
     import numba
-    info = {"numba_threads": numba.get_num_threads(), "threading_layer": threading_layer()}
+    info = {"numba_threads": numba.get_num_threads(), "threading_layer": threading_layer(),
+            **{k: os.environ[k] for k in ENV if k in os.environ}}
     if "torch" in sys.modules:
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return info
@@ -489,11 +496,12 @@ def machine():
     if "torch" in sys.modules:
         versions.append(f"torch {sys.modules['torch'].__version__}")
     info = run_info()
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ) or "none set"
     return [f"CPU: {cpu}, {cores} cores",
             f"threads: numba {info['numba_threads']} ({info['threading_layer']} layer)"
             + (f", torch {info['torch_threads']}" if "torch_threads" in info else ""),
-            "BLAS: " + ("; ".join(blas) or "unknown")
-            + f"; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}",
+            "BLAS: " + ("; ".join(blas) or "unknown"),
+            f"environment: {env}",
             "versions: " + ", ".join(versions)]
 
 
@@ -512,13 +520,16 @@ def _read(path):
 # the interleaved side-by-side runner
 # ------------------------------------------------------------------------------------------------
 
-def interleave(calls, repeats, min_sample=0.05, progress=None):
+def interleave(calls, repeats, min_sample=0.05, settle=0.1, progress=None):
     """Time the zero-argument ``calls`` (name -> callable) round-robin, ``repeats`` rounds.
 
-    Each call is warmed up once and timed as ``n`` back-to-back runs, ``n`` chosen so that one
-    sample lasts about ``min_sample`` seconds. Rounds alternate the order (A B C, C B A, ...) so no
-    backend always runs right after another. Returns name -> list of seconds per call, one per
-    round: sample ``i`` of two backends ran side by side, so their ratio cancels machine drift.
+    Each call is timed as ``n`` back-to-back runs, ``n`` chosen so that one sample lasts about
+    ``min_sample`` seconds. Before a sample: a ``settle`` second pause, then one untimed call. The
+    worker threads of the previous backend (OpenBLAS, OpenMP) spin for tens of milliseconds after
+    its last call and its data evicts the caches: measured here, numba's wide step took 60 ms right
+    after a NumPy sample and 24 ms otherwise. Rounds alternate the order (A B C, C B A, ...).
+    Returns name -> seconds per call, one per round: sample ``i`` of two backends ran side by
+    side, so their ratio cancels machine drift.
     """
     n = {}
     for name, fn in calls.items():
@@ -530,6 +541,8 @@ def interleave(calls, repeats, min_sample=0.05, progress=None):
     for r in range(repeats):
         for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
             fn = calls[name]
+            time.sleep(settle)
+            fn()
             t0 = time.perf_counter()
             for _ in range(n[name]):
                 fn()
@@ -588,12 +601,17 @@ def report(rows, peaks, header, compile_s=None):
              ("Times are medians over interleaved rounds; speed-ups are medians of per-round "
               "ratios (other backend's time / this backend's time). FLOPs count matrix products "
               "only (2mnk); see `fastrnn/bench.py`."), "",
-             "| op | size | dtype | backend | median ms | vs torch | vs numpy | GFLOP/s | % GEMM peak |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             ("The spread is the interquartile range of a backend's rounds over their median: large "
+              "values mean other processes disturbed the run."), "",
+             ("| op | size | dtype | backend | median ms | spread | vs torch | vs numpy | GFLOP/s "
+              "| % GEMM peak |"),
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         pct = r["gflops"] and 100 * r["gflops"] / peaks[r["dtype"]]
+        q1, _, q3 = statistics.quantiles(r["samples"], n=4) if len(r["samples"]) > 1 else [0] * 3
         lines.append(f"| {r['op']} | {r['size']} | {r['dtype']} | {r['backend']} | "
-                     f"{1e3 * r['median_s']:.3f} | {_fmt(r['vs_torch'], '.2f')} | "
+                     f"{1e3 * r['median_s']:.3f} | {100 * (q3 - q1) / r['median_s']:.0f}% | "
+                     f"{_fmt(r['vs_torch'], '.2f')} | "
                      f"{_fmt(r['vs_numpy'], '.2f')} | {_fmt(r['gflops'], '.2f')} | {_fmt(pct, '.1f')} |")
     checks = floors(rows, peaks)
     if compile_s:
@@ -656,12 +674,12 @@ def _choices(kind, allowed):
     return parse
 
 
-def main(argv=None):
+def main(argv=None, prog="fastrnn bench"):
     """``fastrnn bench``: interleaved side-by-side timings; writes ``DIR/bench.md``, ``bench.png``
     and ``bench.json``. Returns the exit code.
     """
     parser = argparse.ArgumentParser(
-        prog="fastrnn bench", description="Time the training step of numba, numpy and torch side "
+        prog=prog, description="Time the training step of numba, numpy and torch side "
         "by side (interleaved rounds, per-round ratios) and write DIR/bench.md, bench.png, bench.json.")
     for name, allowed, default in (("sizes", list(SIZES), list(SIZES)), ("dtypes", DTYPES, DTYPES),
                                    ("backends", BACKENDS, BACKENDS),
@@ -681,7 +699,7 @@ def main(argv=None):
     if args.repeats < 1:
         print("fastrnn bench: --repeats must be >= 1", file=sys.stderr)
         return 2
-    command = shlex.join(["fastrnn", "bench", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([prog, shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     backends = list(args.backends)
     if "torch" in backends:
         try:
@@ -722,3 +740,7 @@ def main(argv=None):
         print("matplotlib is not installed: bench.png is not written", file=sys.stderr)
     print(f"wrote {', '.join(str(args.out / w) for w in written)}")
     return 0
+
+
+if __name__ == "__main__":          # python -m fastrnn.bench: without the `fastrnn` program's settings
+    sys.exit(main(prog="python -m fastrnn.bench"))
