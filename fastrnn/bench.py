@@ -178,7 +178,7 @@ def torch_logits(m, x):
 
 def torch_adam(params, lr=LR):
     """``torch.optim.Adam``, fused where this torch supports it on CPU, else foreach."""
-    torch = import_torch()
+    torch, params = import_torch(), list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
