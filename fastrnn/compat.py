@@ -306,3 +306,24 @@ def notebook_experiment(data_dir=None, backend="numba", epochs=EPOCHS, seed=0,
         result["epoch_seconds_all"] = times
         result["speedup"] = result["epoch_seconds"]["numpy"] / result["epoch_seconds"]["numba"]
     return result
+
+
+def notebook_classifier_experiment(data_dir=None, seed=0, num_words=10000, epochs=10):
+    """The notebook setting with a trainable embedding: ``SimpleRNNClassifier`` (not the drop-in)
+    on the first 10,000 train and 5,000 test reviews, last 40 tokens, embedding 128, hidden 32,
+    Adam 1e-3, batch 16, padding masked; early stopping on a validation split of the training
+    slice (20%) restores the best epoch. Returns the test metrics and the epochs run."""
+    from .callbacks import EarlyStopping
+    from .datasets import imdb
+    from .model import SimpleRNNClassifier
+    from .optim import Adam
+    from .preprocessing import pad_sequences
+
+    (x_train, y_train), (x_test, y_test) = imdb.load_data(path=data_dir, num_words=num_words)
+    x_train, x_test = (pad_sequences(x[:n], maxlen=40) for x, n in ((x_train, 10000), (x_test, 5000)))
+    model = SimpleRNNClassifier(num_words, 128, 32, mask_zero=True, optimizer=Adam(1e-3), seed=seed)
+    best = EarlyStopping(patience=2, restore_best_weights=True)
+    history = model.fit(x_train, y_train[:10000], epochs=epochs, batch_size=16,
+                        validation_split=0.2, callbacks=[best], verbose=0)
+    return {**model.evaluate(x_test, y_test[:5000]), "best_epoch": best.best_epoch + 1,
+            "epochs_run": len(history.history["loss"])}
