@@ -84,10 +84,12 @@ def nonempty(name, x):
 def labels(y, batch, num_classes, name="y"):
     """Integer class labels ``(B,)`` in ``[0, num_classes)``."""
     y = np.asarray(y)
-    if y.dtype == bool:
+    if y.dtype == bool:                   # as int64: a bool array would index as a mask
         y = y.astype(np.int64)
-    if (y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-            and y.min() >= 0 and y.max() < num_classes):
+    if y.dtype.kind == "f" and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        bad = y[(y < 0) | (y >= num_classes)]        # whole-number floats: range first, then cast
+        if bad.size:
+            raise ValueError(f"{name} has label {bad[0]:g} outside [0, {num_classes})")
         y = y.astype(np.int64)
     if y.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")

@@ -171,7 +171,7 @@ class SimpleRNNClassifier:
         """Inputs as the backends take them: ids (N, T) or dense (N, T, D) in the model's dtype."""
         x = _as_array("x", x)
         if y is not None:
-            y = _labels(_as_array("y", y), self.dims[3])
+            y = _as_array("y", y)
         if self.dims[0] == 0:
             if x.dtype.kind not in "fiu":
                 raise TypeError(f"x must hold numbers for a dense-input model, got dtype {x.dtype}")
@@ -606,19 +606,6 @@ def _as_array(name, a):
     if a.size == 0:
         raise ValueError(f"{name} is empty (shape {a.shape}); need at least one sample")
     return a
-
-
-def _labels(y, num_classes):
-    """Boolean and whole-number float labels as int64, so that every backend indexes with them
-    (a bool array would be a mask in NumPy) and no cast overflows; the rest is ``_checks``'."""
-    if y.dtype.kind == "b":
-        return y.astype(np.int64)
-    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
-        bad = y[(y < 0) | (y >= num_classes)]
-        if bad.size:
-            raise ValueError(f"y has label {bad[0]:g} outside [0, {num_classes})")
-        return y.astype(np.int64)
-    return y
 
 
 def _is_text(x):
