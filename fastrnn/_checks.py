@@ -22,7 +22,7 @@ def dtype(value, name="dtype"):
     return dt
 
 
-def floats(name, a, ndim, dt=None, finite=False):
+def floats(name, a, ndim, dt=None):
     """A float32/float64 array with ``ndim`` dimensions (of dtype ``dt`` when given)."""
     if dt is None and ndim and isinstance(a, np.ndarray) and a.dtype.kind != "f":
         raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
@@ -34,8 +34,6 @@ def floats(name, a, ndim, dt=None, finite=False):
         raise TypeError(f"{name} must have dtype {np.dtype(dt)} like the parameters, got {a.dtype}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if finite and not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
     return a
 
 

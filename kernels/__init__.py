@@ -145,28 +145,29 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
                            s2.ravel(), _c(rows, np.int64), p.shape[1])
 
 
-def _hyper(**values):
+def _hyper(values):
+    """The hyperparameter vector (``fastrnn.optim`` layout) from ``{slot: value}``."""
     h = np.zeros(N_HYPER)
     for index, value in values.items():
-        h[globals()[index]] = value
+        h[index] = value
     return h
 
 
 def sgd_update(p, g, buf, learning_rate, momentum=0.0, rows=None):
-    optimizer_update(SGD_KIND, _hyper(LR=learning_rate, MOMENTUM=momentum), 1, p, g, buf,
+    optimizer_update(SGD_KIND, _hyper({LR: learning_rate, MOMENTUM: momentum}), 1, p, g, buf,
                      np.empty_like(buf), rows)
 
 
 def rmsprop_update(p, g, s, learning_rate, rho=0.9, epsilon=1e-7, rows=None):
-    optimizer_update(RMSPROP_KIND, _hyper(LR=learning_rate, RHO=rho, EPSILON=epsilon), 1, p, g, s,
+    optimizer_update(RMSPROP_KIND, _hyper({LR: learning_rate, RHO: rho, EPSILON: epsilon}), 1, p, g, s,
                      np.empty_like(s), rows)
 
 
 def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                 weight_decay=0.0, keras_epsilon=False, rows=None):
-    optimizer_update(ADAM_KIND, _hyper(LR=learning_rate, BETA_1=beta_1, BETA_2=beta_2,
-                                       EPSILON=epsilon, WEIGHT_DECAY=weight_decay,
-                                       KERAS_EPSILON=float(keras_epsilon)), step, p, g, m, v, rows)
+    optimizer_update(ADAM_KIND, _hyper({LR: learning_rate, BETA_1: beta_1, BETA_2: beta_2,
+                                        EPSILON: epsilon, WEIGHT_DECAY: weight_decay,
+                                        KERAS_EPSILON: float(keras_epsilon)}), step, p, g, m, v, rows)
 
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,

@@ -6,3 +6,5 @@ into the user cache and checked by sha256.
 """
 
 from . import imdb
+
+__all__ = ["imdb"]
