@@ -1,6 +1,6 @@
 """Real data: one training epoch of Chollet's IMDB model (2,560 reviews, maxlen 500, 10,000 words,
 batch 128, float32), inference throughput, and the peak resident memory of a training process.
-Skipped unless ``FASTRNN_DATA_DIR`` points at the IMDB data."""
+Also the peak memory of an epoch at scale. Skipped unless ``FASTRNN_DATA_DIR`` points at the IMDB data."""
 
 import os
 
@@ -52,5 +52,20 @@ def test_epoch_memory(benchmark, record, lib, imdb, tmp_path):
     np.savez(data, x=x, y=y)
     record(f"memory epoch chollet {DTYPE} (IMDB)", bench.CHOLLET, dtype=DTYPE, reviews=len(x))
     result = benchmark.pedantic(bench.epoch_memory, (lib, DTYPE, data, numba.get_num_threads()),
+                                rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+
+
+@pytest.mark.parametrize("n, maxlen", [(25000, 500), (10000, 2000)], ids=["25000x500", "10000x2000"])
+def test_epoch_memory_at_scale(benchmark, record, n, maxlen, timed, tmp_path):
+    """Peak RSS of a fresh numba process training one epoch on all 25,000 training reviews at 500
+    tokens, and on 10,000 at 2,000 tokens: memory stays bounded at scale (the kernels reuse one
+    scratch workspace). Smoke run: 64 reviews of 50 tokens."""
+    (x, y), _ = bench.imdb_slices(n, maxlen=maxlen) if timed else bench.imdb_slices(64, maxlen=50)
+    data = tmp_path / "imdb.npz"
+    np.savez(data, x=x, y=y)
+    record(f"memory epoch at scale {DTYPE} (IMDB)", bench.CHOLLET, dtype=DTYPE, reviews=len(x),
+           maxlen=x.shape[1])
+    result = benchmark.pedantic(bench.epoch_memory, ("numba", DTYPE, data, numba.get_num_threads()),
                                 rounds=1, iterations=1)
     benchmark.extra_info.update(result)
