@@ -10,6 +10,11 @@ import pytest
 
 from fastrnn import bench
 
+try:
+    import torch  # noqa: F401  (before any Numba kernel runs: see fastrnn.bench.import_torch)
+except ImportError:
+    pass
+
 
 def pytest_collection_modifyitems(items):
     # timing defaults that keep `pytest --benchmark-only` within minutes; a test's own mark wins

@@ -6,7 +6,8 @@ The pytest-benchmark suite in ``bench/`` imports its sizes, inputs and timed cal
 Backends: ``numba`` (``fastrnn.kernels``), ``numpy`` (``fastrnn.reference``) and ``torch`` (CPU,
 optional): ``nn.Embedding -> nn.RNN(tanh, batch_first) -> nn.Linear``, ``cross_entropy``, fused Adam
 (foreach where fused is unavailable); in lazy mode ``Embedding(sparse=True)`` with ``SparseAdam`` for
-the embedding and Adam for the rest. Torch runs with Numba's thread count.
+the embedding and Adam for the rest. Torch runs with Numba's thread count, and must be imported
+before Numba's first parallel kernel (see `import_torch`).
 
 Ops (one call each): ``forward`` = ``rnn_forward`` on embedded inputs; ``bptt``/``bptt_k4`` =
 ``rnn_backward`` with full / k=4 truncated BPTT; ``adam`` = ``adam_update`` over the whole flat
@@ -35,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -140,7 +142,17 @@ _torch_threads = []
 
 
 def import_torch(threads=None):
-    """torch, running ``threads`` intra-op threads (set once; default: Numba's thread count)."""
+    """torch, running ``threads`` intra-op threads (set once; default: Numba's thread count).
+
+    Import torch before Numba's OpenMP threading layer starts. Otherwise Numba has loaded the
+    system ``libgomp`` and torch binds to it instead of its own: measured here, torch then trained
+    the Chollet model ~30x slower (3.3 s instead of 0.1 s for 256 reviews). This warns when that
+    happens; ``bench/conftest.py`` and `main` import torch first.
+    """
+    if "torch" not in sys.modules and _numba_openmp_started():
+        warnings.warn("torch is imported after Numba's OpenMP threads started, so it shares the "
+                      "system libgomp and runs far slower (see fastrnn.bench.import_torch)",
+                      RuntimeWarning, stacklevel=2)
     import torch
     if threads is not None or not _torch_threads:
         if threads is None:
@@ -149,6 +161,14 @@ def import_torch(threads=None):
         torch.set_num_threads(threads)
         _torch_threads[:] = [threads]
     return torch
+
+
+def _numba_openmp_started():
+    numba = sys.modules.get("numba")
+    try:
+        return numba is not None and numba.threading_layer() == "omp"
+    except ValueError:                                  # no parallel kernel has run yet
+        return False
 
 
 def torch_model(theta, dims, sparse=False):
