@@ -84,11 +84,13 @@ def helper(fn=None, parallel=False, inline="never"):
     """A jitted helper called from kernels (compiled for whatever types its callers pass).
 
     ``inline="always"`` inlines it into its callers at the Numba IR level, so it is optimised once,
-    as part of the caller, instead of once on its own and again in each caller that links it.
+    as part of the caller, instead of once on its own and again in each caller that links it (only
+    worth it for a helper with one caller: inlined code is typed and optimised at every call site).
+    Helpers get no CPython or C wrapper: they are never called from Python.
     """
     if fn is None:
-        return lambda f: _njit(f, parallel, inline)
-    return _njit(fn, parallel, inline)
+        return lambda f: _njit(f, parallel, inline, wrappers=False)
+    return _njit(fn, parallel, inline, wrappers=False)
 
 
 class _TolerantCache(FunctionCache):
@@ -115,11 +117,20 @@ class _TolerantCache(FunctionCache):
             pass
 
 
-def _njit(fn, parallel, inline="never"):
+def _njit(fn, parallel, inline="never", wrappers=True):
     """``numba.njit`` with the project's flags and the tolerant on-disk cache (when CACHE is on
-    and Numba finds a writable cache directory; without one it compiles in memory every run)."""
+    and Numba finds a writable cache directory; without one it compiles in memory every run).
+
+    ``parallel`` turns on explicit ``prange`` loops only: Numba's automatic parallelisation of
+    array expressions would make every ``np.zeros`` or ``a += b`` a parallel region of its own, each
+    compiled and linked separately (seconds of a cold start for work that is not worth threads).
+    """
+    if parallel:
+        parallel = dict.fromkeys(("comprehension", "reduction", "inplace_binop", "setitem", "numpy",
+                                  "stencil", "fusion"), False)
     dispatcher = numba.njit(fastmath=FASTMATH or False, error_model="numpy", nogil=True,
-                            parallel=parallel, inline=inline)(fn)
+                            parallel=parallel, inline=inline, no_cpython_wrapper=not wrappers,
+                            no_cfunc_wrapper=not wrappers)(fn)
     if CACHE:
         try:
             dispatcher._cache = _TolerantCache(fn)

@@ -42,3 +42,30 @@ def typed(like, value):
     out = np.empty(1, like.dtype)
     out[0] = value
     return out[0]
+
+
+def assign(dst, src):
+    """``dst[...] = src`` for arrays of one shape (1 to 3 dimensions)."""
+    dst[...] = src
+
+
+@overload(assign, jit_options={"fastmath": FASTMATH or False, "error_model": "numpy"})
+def _assign(dst, src):
+    # Plain loops: Numba's slice assignment compiles its shape-mismatch error formatting (about a
+    # second per array rank) into every kernel that uses it; callers here pass matching shapes.
+    if dst.ndim == 1:
+        def impl(dst, src):
+            for i in range(dst.shape[0]):
+                dst[i] = src[i]
+    elif dst.ndim == 2:
+        def impl(dst, src):
+            for i in range(dst.shape[0]):
+                for j in range(dst.shape[1]):
+                    dst[i, j] = src[i, j]
+    else:
+        def impl(dst, src):
+            for i in range(dst.shape[0]):
+                for j in range(dst.shape[1]):
+                    for m in range(dst.shape[2]):
+                        dst[i, j, m] = src[i, j, m]
+    return impl

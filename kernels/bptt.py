@@ -7,8 +7,9 @@ single large products over all the chunk's steps, into the thread's own partial-
 
 import numpy as np
 
+from ._blas import matmul
 from ._jit import helper
-from ._math import typed
+from ._math import assign, typed
 
 
 @helper
@@ -38,10 +39,10 @@ def chunk_backward(dh, hs, W_hh_T, M, k, dA):
         if left.max() == 0:
             t_lo = t
             break
-        np.dot(da, W_hh_T, dh_prev)
+        matmul(da, W_hh_T, dh_prev, 0.0)
         for i in range(nb):
             if m[i]:              # an update (or past the truncation, where da and so dh_prev is 0)
-                dh[i, :] = dh_prev[i]
+                assign(dh[i], dh_prev[i])
             # a masked step copies h, so dh passes through unchanged
     dA[:t_lo] = 0
     return t_lo
@@ -70,8 +71,8 @@ def chunk_recurrent_grads(hs, dA, t_lo, dW_hh, db_h):
         db_h[:] = 0
         return
     dA2 = dA[t_lo:].reshape((n, H))
-    np.dot(hs[t_lo:T].reshape((n, H)).T, dA2, dW_hh)
-    np.dot(np.ones(n, dA.dtype), dA2, db_h)          # the column sums, as one BLAS call
+    matmul(hs[t_lo:T].reshape((n, H)).T, dA2, dW_hh, 0.0)
+    matmul(np.ones((1, n), dA.dtype), dA2, db_h.reshape((1, H)), 0.0)   # column sums, one BLAS call
 
 
 @helper
@@ -87,6 +88,6 @@ def chunk_dense_input_grads(X, dA, t_lo, W_xh_T, dW_xh, want_dx):
         dW_xh[:] = 0
         return
     dA2 = dA[t_lo:].reshape((n, H))
-    np.dot(X[t_lo:].reshape((n, D)).T, dA2, dW_xh)
+    matmul(X[t_lo:].reshape((n, D)).T, dA2, dW_xh, 0.0)
     if want_dx:
-        np.dot(dA2, W_xh_T, X[t_lo:].reshape((n, D)))
+        matmul(dA2, W_xh_T, X[t_lo:].reshape((n, D)), 0.0)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from ._blas import matmul
 from ._jit import helper
 
 
@@ -38,16 +39,17 @@ def softmax_xent(logits, y, B, dlogits):
 @helper
 def head_forward(h, W, b, out):
     """``out = h @ W + b``."""
-    np.dot(h, W, out)
+    matmul(h, W, out, 0.0)
     for i in range(out.shape[0]):
-        out[i, :] += b
+        for j in range(out.shape[1]):
+            out[i, j] += b[j]
 
 
 @helper
 def head_backward(h_T, dlogits, W_hy_T, dW_hy, db_y, dh_T):
     """Gradients of the dense head: ``dW_hy, db_y`` and ``dh_T = dlogits @ W_hy.T``."""
-    np.dot(h_T.T, dlogits, dW_hy)
+    matmul(h_T.T, dlogits, dW_hy, 0.0)
     db_y[:] = 0
     for i in range(dlogits.shape[0]):
         db_y += dlogits[i]
-    np.dot(dlogits, W_hy_T, dh_T)
+    matmul(dlogits, W_hy_T, dh_T, 0.0)

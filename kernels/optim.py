@@ -59,20 +59,21 @@ def update_one(kind, k, p, s1, s2, i, gi):
         p[i] -= lr * buf
 
 
-@helper(parallel=True)
+@helper
 def update_range(kind, k, p, g, s1, s2, lo, hi, scale):
-    """Update elements ``[lo, hi)`` with gradient ``scale * g``."""
+    """Update elements ``[lo, hi)`` with gradient ``scale * g`` (serial: the dense weights are
+    small next to the embedding, and a parallel loop here costs a second of every cold start)."""
     # Loops run over slices from 0: an index that might be negative (range(lo, hi)) makes Numba
     # emit wrap-around code, which stops vectorisation. One loop per kind keeps bodies branch-free.
     p, g, s1, s2 = p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi]
     if kind == ADAM_KIND:
-        for i in prange(p.size):
+        for i in range(p.size):
             update_one(ADAM_KIND, k, p, s1, s2, i, scale * g[i])
     elif kind == RMSPROP_KIND:
-        for i in prange(p.size):
+        for i in range(p.size):
             update_one(RMSPROP_KIND, k, p, s1, s2, i, scale * g[i])
     else:
-        for i in prange(p.size):
+        for i in range(p.size):
             update_one(kind, k, p, s1, s2, i, scale * g[i])
 
 

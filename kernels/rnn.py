@@ -14,8 +14,9 @@ a product per token: ``E[v] @ W_xh`` is computed once for each distinct id ``v``
 
 import numpy as np
 
+from ._blas import matmul
 from ._jit import helper
-from ._math import tanh
+from ._math import assign, tanh
 from .bptt import first_update
 
 
@@ -43,7 +44,7 @@ def chunk_token_inputs(ids, b0, mask_zero, slot, EW, P, M):
         p, m = P[t], M[t]
         for i in range(nb):
             v = ids[b0 + i, t]
-            p[i, :] = EW[slot[v]]
+            assign(p[i], EW[slot[v]])
             m[i] = 0 if mask_zero and v == 0 else 1
 
 
@@ -54,9 +55,9 @@ def chunk_dense_inputs(x, mask, b0, W_xh, X, M, P):
     T, nb, D = X.shape
     for t in range(T):
         for i in range(nb):
-            X[t, i, :] = x[b0 + i, t]
+            assign(X[t, i], x[b0 + i, t])
             M[t, i] = mask[b0 + i, t] if mask.shape[0] > 0 else 1
-    np.dot(X.reshape((T * nb, D)), W_xh, P.reshape((T * nb, P.shape[2])))
+    matmul(X.reshape((T * nb, D)), W_xh, P.reshape((T * nb, P.shape[2])), 0.0)
 
 
 @helper
@@ -70,10 +71,10 @@ def recurrence(W_hh, b_h, M, P, hs):
     a = np.empty((nb, H), P.dtype)
     for t in range(t0, T):
         h_prev, h, p, m = hs[t], hs[t + 1], P[t], M[t]
-        np.dot(h_prev, W_hh, a)
+        matmul(h_prev, W_hh, a, 0.0)
         for i in range(nb):
             if m[i]:
                 for j in range(H):
                     h[i, j] = tanh(a[i, j] + p[i, j] + b_h[j])
             else:
-                h[i, :] = h_prev[i, :]
+                assign(h[i], h_prev[i])

@@ -12,7 +12,9 @@ from numba import prange
 
 from fastrnn.optim import CLIPNORM
 
+from ._blas import matmul
 from ._jit import Arr, f64, helper, i32, i64, jit, u8, void
+from ._math import assign
 from .bptt import chunk_backward, chunk_dense_input_grads, chunk_recurrent_grads
 from .loss import head_backward, head_forward, softmax_xent
 from .optim import clip_scale, step_constants, sum_squares, update_range, update_rows
@@ -52,22 +54,7 @@ def rows_matmul(A, B, out, nt):
     for c in prange(nc):
         r0, r1 = chunk_bounds(c, nc, n)
         if r1 > r0:
-            np.dot(A[r0:r1], B, out[r0:r1])
-
-
-@helper(parallel=True)
-def rows_At_B(A, B, out, nt):
-    """``out = A.T @ B`` with the rows of ``A`` and ``B`` split over ``nt`` threads."""
-    n = A.shape[0]
-    nc = max(1, min(n, nt))
-    part = np.zeros((nc, A.shape[1], B.shape[1]), A.dtype)
-    for c in prange(nc):
-        r0, r1 = chunk_bounds(c, nc, n)
-        if r1 > r0:
-            np.dot(A[r0:r1].T, B[r0:r1], part[c])
-    out[:] = part[0]
-    for c in range(1, nc):
-        out += part[c]
+            matmul(A[r0:r1], B, out[r0:r1], 0.0)
 
 
 @helper
@@ -93,7 +80,7 @@ def token_projection(E, W_xh, ids, nt, touched, rows, slot):
     n = batch_rows(ids, touched, rows, slot)
     Ec = np.empty((n, E.shape[1]), E.dtype)
     for r in range(n):
-        Ec[r] = E[rows[r]]
+        assign(Ec[r], E[rows[r]])
     EW = np.empty((n, W_xh.shape[1]), E.dtype)
     rows_matmul(Ec, W_xh, EW, nt)
     return n, Ec, EW
@@ -140,7 +127,11 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
                 chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], False)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
-        gW_xh[:], gW_hh[:], gb_h[:], gW_hy[:], gb_y[:] = pW_xh[0], pW_hh[0], pb_h[0], pW_hy[0], pb_y[0]
+        assign(gW_xh, pW_xh[0])
+        assign(gW_hh, pW_hh[0])
+        assign(gb_h, pb_h[0])
+        assign(gW_hy, pW_hy[0])
+        assign(gb_y, pb_y[0])
         for c in range(1, nc):
             gW_xh += pW_xh[c]
             gW_hh += pW_hh[c]
@@ -151,23 +142,30 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
 
 
 @helper(parallel=True)
-def scatter_tokens(ids, Pb, slot, H, nt, dEW):
-    """``dEW[slot[v]] += dA[t, b]`` for every token ``v = ids[b, t]``, with ``dA`` chunk-major in
-    ``Pb``. Thread ``o`` owns the slots ``s % nt == o``: no two threads add into the same row."""
+def token_backward(ids, Pb, slot, Ec, W_xh, nt, dEW, dEc, pW_xh):
+    """Backward pass of the token projection ``EW = Ec @ W_xh``, with ``dA`` chunk-major in ``Pb``:
+    ``dEW[slot[v]] = sum of dA[t, b]`` over the tokens ``v = ids[b, t]``, then ``dEc = dEW @ W_xh.T``
+    and the partial sums ``pW_xh[o] = Ec.T @ dEW`` over each thread's rows. Thread ``o`` owns one
+    contiguous block of the distinct ids: no two threads add into the same row."""
     B, T = ids.shape
-    nc = max(1, min(B, nt))
-    for o in prange(nt):
+    n, H = dEW.shape
+    nc = max(1, min(B, nt))          # the batch chunks that laid out Pb
+    no = pW_xh.shape[0]
+    for o in prange(no):
+        s0, s1 = chunk_bounds(o, no, n)
         for c in range(nc):
             b0, b1 = chunk_bounds(c, nc, B)
             nb = b1 - b0
             for t in range(T):
                 for i in range(nb):
                     s = slot[ids[b0 + i, t]]
-                    if s % nt == o:
+                    if s0 <= s < s1:
                         off = (T * b0 + t * nb + i) * H
                         row, da = dEW[s], Pb[off:off + H]
                         for j in range(H):
                             row[j] += da[j]
+        matmul(dEW[s0:s1], W_xh.T, dEc[s0:s1], 0.0)
+        matmul(Ec[s0:s1].T, dEW[s0:s1], pW_xh[o], 0.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +185,7 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
         b0, nb, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, P)
         recurrence(W_hh, b_h, M, P, hs)
-        hs_out[:, b0:b0 + nb] = hs
+        assign(hs_out[:, b0:b0 + nb], hs)
 
 
 @jit(lambda F: void(Arr(F, 2), Arr(F, 3), Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(u8, 2), i64,
@@ -204,14 +202,16 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
     for c in prange(nc):
         b0, nb, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA)
-        hs[:] = hs_in[:, b0:b0 + nb]
+        assign(hs, hs_in[:, b0:b0 + nb])
         t_lo = chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
         chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
         chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], True)
         for t in range(T):
             for i in range(nb):
-                dx[b0 + i, t] = X[t, i]
-    dW_xh[:], dW_hh[:], db_h[:] = pW_xh[0], pW_hh[0], pb_h[0]
+                assign(dx[b0 + i, t], X[t, i])
+    assign(dW_xh, pW_xh[0])
+    assign(dW_hh, pW_hh[0])
+    assign(db_h, pb_h[0])
     for c in range(1, nc):
         dW_xh += pW_xh[c]
         dW_hh += pW_hh[c]
@@ -269,14 +269,15 @@ def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, m
     if mode == FORWARD:
         return
     if V > 0:
-        dEW = np.zeros((n, H), theta.dtype)
-        scatter_tokens(ids, Pb, slot, H, nt, dEW)
+        dEW, dEc = np.zeros((n, H), theta.dtype), np.empty((n, D), theta.dtype)
+        pW_xh = np.empty((max(1, min(n, nt)), D, H), theta.dtype)
+        token_backward(ids, Pb, slot, Ec, W_xh, nt, dEW, dEc, pW_xh)
         gE, gW_xh = views(grad, V, D, H, C)[:2]
-        rows_At_B(Ec, dEW, gW_xh, nt)              # dW_xh = sum over tokens of E[v].T @ dA
-        dEc = np.empty((n, D), theta.dtype)
-        rows_matmul(dEW, W_xh.T.copy(), dEc, nt)   # dE[v] = (sum of dA over v's tokens) @ W_xh.T
+        assign(gW_xh, pW_xh[0])                   # dW_xh = sum over tokens of E[v].T @ dA
+        for o in range(1, pW_xh.shape[0]):
+            gW_xh += pW_xh[o]
         for r in range(n):
-            gE[rows[r]] = dEc[r]
+            assign(gE[rows[r]], dEc[r])           # dE[v] = (sum of dA over v's tokens) @ W_xh.T
     stats[0], stats[1] = loss, correct
     if mode == LOSS_AND_GRAD:
         return
