@@ -371,6 +371,8 @@ def cmd_train(args):
         model = _new_model(args, vocab)
     say(f"{len(x_train):,} train / {len(x_test):,} test reviews, vocabulary "
         f"{model.config['vocab_size']:,}, last {maxlen} tokens; {model!r}")
+    if not args.quiet:
+        _compile_notice(model)
 
     epochs_before = model.epoch
     start = time.perf_counter()
@@ -460,6 +462,15 @@ def _callbacks(args, model, output):
     return [best, EarlyStopping(monitor="val_loss", patience=args.patience)]
 
 
+def _compile_notice(model):
+    """Say on stderr when the first use of the kernels will compile them (a silent pause else)."""
+    if model.backend_name == "numba":
+        from . import kernels
+        if not kernels.is_compiled(model.dtype):
+            print(f"{PROG}: compiling the {model.dtype.name} kernels (first use on this machine, "
+                  "about 15-25 s; cached on disk afterwards)", file=sys.stderr, flush=True)
+
+
 def _same_file(a, b):
     return os.path.abspath(a) == os.path.abspath(b)
 
@@ -475,6 +486,7 @@ def cmd_evaluate(args):
     _token_model(model, args.model, "be evaluated on IMDB")
     vocab, maxlen = model.config["vocab_size"], model.config["maxlen"]
     x, y = _load_imdb(args.data_dir, vocab, maxlen, splits=("test",))["test"]
+    _compile_notice(model)
     result = model.evaluate(x, y, batch_size=args.batch_size)
     if args.json:
         print(json.dumps({"model": args.model, "loss": result["loss"],
@@ -506,6 +518,7 @@ def cmd_predict(args):
         word_index = imdb.get_word_index(path=_data_path(args.data_dir, "imdb_word_index.json"))
     except ValueError as e:                     # a damaged word index file
         raise UsageError(str(e)) from None
+    _compile_notice(model)
     p = model.predict_proba(model.encode(texts, word_index=word_index))[:, 1]
     rows = [{"text": t, "probability_positive": float(q), "label": int(q > 0.5),
              "sentiment": "positive" if q > 0.5 else "negative"} for t, q in zip(texts, p)]

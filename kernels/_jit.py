@@ -68,6 +68,17 @@ class Kernel:
                     self._compiled[dtype] = compiled
         return compiled
 
+    def is_ready(self, dtype):
+        """True when the ``dtype`` version needs no compiling: it is compiled in this process, or
+        the on-disk cache lists it (a damaged entry is still compiled on use)."""
+        dtype = np.dtype(dtype)
+        if dtype in self._compiled:
+            return True
+        dispatcher = _njit(self.fn, self.parallel)
+        cache = getattr(dispatcher, "_cache", None)
+        return isinstance(cache, _TolerantCache) and cache.lists(self.template(_FLOATS[dtype]),
+                                                                 dispatcher.targetctx)
+
     def __call__(self, dtype, *args):
         """Run the ``dtype`` version, with BLAS kept to one thread (see ``serial_blas``)."""
         numba.get_num_threads()   # launches the threading layer: a cached kernel may not (numba#8578)
@@ -115,6 +126,13 @@ class _TolerantCache(FunctionCache):
             super().save_overload(sig, data)
         except Exception:                            # noqa: BLE001 - not cached, still compiled
             pass
+
+    def lists(self, sig, target_context):
+        """True if the index has an entry for ``sig`` (the compiled code itself is not read)."""
+        try:
+            return self._index_key(sig, target_context.codegen()) in self._cache_file._load_index()
+        except Exception:                            # noqa: BLE001 - unreadable: not listed
+            return False
 
 
 def _njit(fn, parallel, inline="never", wrappers=True):

@@ -105,6 +105,20 @@ def test_evaluate_matches_train_report(trained, data_dir, capsys):
     assert f"accuracy {result['accuracy']:.4f}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("ready", [True, False])
+def test_compile_notice_only_when_kernels_will_compile(trained, data_dir, capsys, monkeypatch, ready):
+    """A cold kernel cache means a silent pause of many seconds: the command says why, on stderr
+    (stdout stays machine-readable), and says nothing when the kernels are ready."""
+    from fastrnn import kernels
+    monkeypatch.setattr(kernels, "is_compiled", lambda dtype="float32": ready)
+    assert main(["evaluate", trained[0], "--data-dir", data_dir, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["n"] == 80
+    assert ("compiling the float32 kernels" in err) is not ready
+    assert main(["evaluate", trained[0], "--data-dir", data_dir, "--backend", "numpy"]) == 0
+    assert "compiling" not in capsys.readouterr().err             # the reference compiles nothing
+
+
 def test_predict_texts_stdin_and_json(trained, data_dir, capsys, monkeypatch):
     path, _ = trained
     texts = ["A wonderful film, great acting. Good!", "Bad, boring and awful. <br />The plot."]

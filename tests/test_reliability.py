@@ -614,6 +614,32 @@ def test_stale_cache_recompiles(tmp_path):
     assert r.stdout.split() == [repr(XENT_LOSS), "1", "0"]          # and cached again
 
 
+READY = """
+    import numpy as np
+    from fastrnn.kernels import step
+    before = step.xent.is_ready("float64")
+    if {compile}:
+        step.xent[np.float64]
+    print(before, step.xent.is_ready("float64"), step.xent.is_ready("float32"), len(step.xent._compiled))
+"""
+
+
+def test_is_ready_reads_the_cache_index(tmp_path):
+    """``Kernel.is_ready`` (behind ``fastrnn.kernels.is_compiled`` and the CLI's compile notice)
+    answers from the index alone: nothing is loaded or compiled to answer."""
+    cache = tmp_path / "cache"
+    r = run_script(READY.format(compile=True), NUMBA_CACHE_DIR=cache)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "False", "1"]   # empty cache; compiled here
+    r = run_script(READY.format(compile=False), NUMBA_CACHE_DIR=cache)
+    assert r.stdout.split() == ["True", "True", "False", "0"]    # listed on disk, not loaded
+    (index,) = cache.rglob("step.xent-*.nbi")
+    index.write_bytes(b"garbage")
+    r = run_script(READY.format(compile=False), NUMBA_CACHE_DIR=cache)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "False", "0"]  # unreadable: will compile
+
+
 @pytest.mark.parametrize("damage", ["index", "data"])
 def test_corrupted_cache_files(tmp_path, damage):
     cache, folder = cache_copy(tmp_path)
