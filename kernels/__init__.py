@@ -50,12 +50,18 @@ def is_compiled(dtype="float32"):
     return _step.model.is_ready(dtype)
 
 
+def _rnn_workspace(x, W_hh):
+    B, T, D = x.shape
+    return _workspace(x.dtype, _step.workspace_size((0, D, W_hh.shape[0], 0), B, T))
+
+
 def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
     mask = _checks.rnn_args(x, W_xh, W_hh, b_h, mask)
     B, T, _ = x.shape
     hs = np.empty((T + 1, B, W_hh.shape[0]), x.dtype)
     _step.rnn_forward(x.dtype, _c(x, x.dtype), _c(W_xh, x.dtype), _c(W_hh, x.dtype),
-                      _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads())
+                      _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads(),
+                      _rnn_workspace(x, W_hh))
     return hs
 
 
@@ -66,7 +72,8 @@ def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
     dt = x.dtype
     out = (np.empty_like(x), np.empty((D, H), dt), np.empty((H, H), dt), np.empty(H, dt))
     _step.rnn_backward(dt, _c(dh, dt), _c(x, dt), _c(hs, dt), _c(W_xh, dt), _c(W_hh, dt),
-                       _mask(mask, B, T), k or 0, *out, numba.get_num_threads())
+                       _mask(mask, B, T), k or 0, *out, numba.get_num_threads(),
+                       _rnn_workspace(x, W_hh))
     return out
 
 

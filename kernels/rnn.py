@@ -51,13 +51,15 @@ def chunk_token_inputs(ids, b0, mask_zero, slot, EW, P, M):
 @helper
 def chunk_dense_inputs(x, mask, b0, W_xh, X, M, P):
     """Dense inputs ``X[t, i] = x[b0 + i, t]``, their projection ``P = X @ W_xh`` (all steps in one
-    product) and the step mask (``mask`` (B, T), or every step when it is empty)."""
+    product; skipped when ``P`` is empty) and the step mask (``mask`` (B, T), or every step when it
+    is empty)."""
     T, nb, D = X.shape
     for t in range(T):
         for i in range(nb):
             assign(X[t, i], x[b0 + i, t])
             M[t, i] = mask[b0 + i, t] if mask.shape[0] > 0 else 1
-    matmul(X.reshape((T * nb, D)), W_xh, P.reshape((T * nb, P.shape[2])), 0.0)
+    if P.size > 0:
+        matmul(X.reshape((T * nb, D)), W_xh, P.reshape((T * nb, P.shape[2])), 0.0)
 
 
 @helper

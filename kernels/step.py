@@ -168,19 +168,38 @@ def token_backward(ids, Pb, slot, Ec, W_xh, nt, dEW, dEc, pW_xh):
         matmul(Ec[s0:s1].T, dEW[s0:s1], pW_xh[o], 0.0)
 
 
+@helper
+def scratch(work, T, B, D, H):
+    """The chunk-major scratch buffers ``Pb (T B H)``, ``Hb ((T + 1) B H)`` and ``Xb (T B D)`` (D
+    may be 0), taken from the caller's reusable workspace ``work`` when it is large enough (see
+    ``workspace_size``): fresh buffers of this size are fresh pages from the OS, and faulting them
+    in costs as much as the forward pass."""
+    n_P, n_H, n_X = T * B * H, (T + 1) * B * H, T * B * D
+    if work.size < n_P + n_H + n_X:
+        work = np.empty(n_P + n_H + n_X, work.dtype)
+    return work[:n_P], work[n_P:n_P + n_H], work[n_P + n_H:n_P + n_H + n_X]
+
+
+def workspace_size(dims, B, T):
+    """Scratch elements an entry point uses for ``B`` sequences of ``T`` steps (``dims`` as in
+    ``fastrnn.layout``; ``V = 0``: dense inputs, as in ``rnn_forward`` and ``rnn_backward``)."""
+    V, D, H, _ = dims
+    return T * B * H + (T + 1) * B * H + (0 if V > 0 else T * B * D)
+
+
 # ------------------------------------------------------------------------------------------------
 # entry points (signature templates: F is the float type); ``nt`` is the thread count, passed in
 # from Python because calling numba.get_num_threads() in compiled code makes it uncacheable
 # ------------------------------------------------------------------------------------------------
 
-@jit(lambda F: void(Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 2), Arr(F, 3), i64),
-     parallel=True)
-def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
+@jit(lambda F: void(Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 2), Arr(F, 3), i64,
+                    Arr(F, 1)), parallel=True)
+def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt, work):
     B, T, D = x.shape
     H = W_hh.shape[0]
     nc = max(1, min(B, nt))
-    Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
-    Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
+    Pb, Hb, Xb = scratch(work, T, B, D, H)
+    Mb = np.empty(T * B, np.uint8)
     for c in prange(nc):
         b0, nb, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, P)
@@ -189,19 +208,19 @@ def rnn_forward(x, W_xh, W_hh, b_h, mask, hs_out, nt):
 
 
 @jit(lambda F: void(Arr(F, 2), Arr(F, 3), Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(u8, 2), i64,
-                    Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), i64), parallel=True)
-def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt):
+                    Arr(F, 3), Arr(F, 2), Arr(F, 2), Arr(F, 1), i64, Arr(F, 1)), parallel=True)
+def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt, work):
     B, T, D = x.shape
     H = W_hh.shape[0]
     nc = max(1, min(B, nt))
-    Xb, Mb = np.empty(T * B * D, x.dtype), np.empty(T * B, np.uint8)
-    Pb, Hb = np.empty(T * B * H, x.dtype), np.empty((T + 1) * B * H, x.dtype)
+    Pb, Hb, Xb = scratch(work, T, B, D, H)
+    Mb = np.empty(T * B, np.uint8)
     pW_xh, pW_hh = np.empty((nc, D, H), x.dtype), np.empty((nc, H, H), x.dtype)
     pb_h = np.empty((nc, H), x.dtype)
     W_hh_T, W_xh_T = W_hh.T.copy(), W_xh.T.copy()
     for c in prange(nc):
         b0, nb, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
-        chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA)
+        chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA[:0])    # the inputs only: no projection
         assign(hs, hs_in[:, b0:b0 + nb])
         t_lo = chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
         chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
@@ -224,12 +243,6 @@ def xent(logits, y, dlogits):
 
 
 FORWARD, LOSS_AND_GRAD, TRAIN_STEP = 0, 1, 2
-
-
-def workspace_size(dims, B, T):
-    """Scratch elements ``model`` uses for a batch of ``B`` sequences of ``T`` steps."""
-    V, D, H, _ = dims
-    return T * B * H + (T + 1) * B * H + (0 if V > 0 else T * B * D)
 
 
 @jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, i64, i64, i64, i64,
@@ -257,12 +270,7 @@ def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, m
     n, Ec, EW = token_projection(E, W_xh, ids, nt, touched, rows, slot)
     if mode == LOSS_AND_GRAD:
         grad[:V * D] = 0
-    # the large scratch buffers come from the caller's reusable workspace: a fresh allocation of
-    # this size is fresh pages from the OS, and faulting them in costs as much as the forward pass
-    n_P, n_H, n_X = T * B * H, (T + 1) * B * H, 0 if V > 0 else T * B * D
-    if work.size < n_P + n_H + n_X:
-        work = np.empty(n_P + n_H + n_X, theta.dtype)
-    Pb, Hb, Xb = work[:n_P], work[n_P:n_P + n_H], work[n_P + n_H:n_P + n_H + n_X]
+    Pb, Hb, Xb = scratch(work, T, B, 0 if V > 0 else D, H)
     loss, correct = batch_pass(theta, grad, V, D, H, C, ids, x, np.empty((0, 0), np.uint8),
                                y if mode != FORWARD else y[:0], mask_zero, k, nt, slot, EW, logits,
                                Pb, Hb, Xb)
