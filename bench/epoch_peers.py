@@ -132,7 +132,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "epoch_peers.json").write_text(json.dumps(result, indent=1))
     (args.out / "epoch_peers.md").write_text(markdown(result))
-    print(markdown(result))
+    print(markdown(result), end="")
     return 0
 
 
