@@ -58,6 +58,14 @@ def rows_matmul(A, B, out, nt):
 
 
 @helper
+def sum_parts(parts, out):
+    """``out = parts.sum(axis=0)``: the threads' partial gradients, added in thread order."""
+    assign(out, parts[0])
+    for c in range(1, parts.shape[0]):
+        out += parts[c]
+
+
+@helper
 def batch_rows(ids, touched, rows, slot):
     """Mark the distinct ids of the batch in ``touched``, list them in ``rows`` and number them in
     ``slot`` (``rows[slot[v]] == v``); return how many there are."""
@@ -127,17 +135,11 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
                 chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], False)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
-        assign(gW_xh, pW_xh[0])
-        assign(gW_hh, pW_hh[0])
-        assign(gb_h, pb_h[0])
-        assign(gW_hy, pW_hy[0])
-        assign(gb_y, pb_y[0])
-        for c in range(1, nc):
-            gW_xh += pW_xh[c]
-            gW_hh += pW_hh[c]
-            gb_h += pb_h[c]
-            gW_hy += pW_hy[c]
-            gb_y += pb_y[c]
+        sum_parts(pW_xh, gW_xh)
+        sum_parts(pW_hh, gW_hh)
+        sum_parts(pb_h, gb_h)
+        sum_parts(pW_hy, gW_hy)
+        sum_parts(pb_y, gb_y)
     return loss_c.sum() / B, correct_c.sum()
 
 
@@ -228,13 +230,9 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt, 
         for t in range(T):
             for i in range(nb):
                 assign(dx[b0 + i, t], X[t, i])
-    assign(dW_xh, pW_xh[0])
-    assign(dW_hh, pW_hh[0])
-    assign(db_h, pb_h[0])
-    for c in range(1, nc):
-        dW_xh += pW_xh[c]
-        dW_hh += pW_hh[c]
-        db_h += pb_h[c]
+    sum_parts(pW_xh, dW_xh)
+    sum_parts(pW_hh, dW_hh)
+    sum_parts(pb_h, db_h)
 
 
 @jit(lambda F: f64(Arr(F, 2), Arr(i64, 1), Arr(F, 2)))
@@ -281,9 +279,7 @@ def model(mode, theta, grad, s1, s2, step, V, D, H, C, ids, x, y, kind, hyper, m
         pW_xh = np.empty((max(1, min(n, nt)), D, H), theta.dtype)
         token_backward(ids, Pb, slot, Ec, W_xh, nt, dEW, dEc, pW_xh)
         gE, gW_xh = views(grad, V, D, H, C)[:2]
-        assign(gW_xh, pW_xh[0])                   # dW_xh = sum over tokens of E[v].T @ dA
-        for o in range(1, pW_xh.shape[0]):
-            gW_xh += pW_xh[o]
+        sum_parts(pW_xh, gW_xh)                   # dW_xh = sum over tokens of E[v].T @ dA
         for r in range(n):
             assign(gE[rows[r]], dEc[r])           # dE[v] = (sum of dA over v's tokens) @ W_xh.T
     stats[0], stats[1] = loss, correct
