@@ -13,7 +13,7 @@ from ._math import assign, typed
 
 
 @helper
-def chunk_backward(dh, hs, W_hh_T, M, k, dA):
+def chunk_backward(dh, hs, W_hh, M, k, dA):
     """Fill ``dA (T, nb, H)`` from ``dh = d loss / d h_T (nb, H)`` (overwritten); ``k`` is the
     number of state updates to go back through (0: all).
 
@@ -39,7 +39,7 @@ def chunk_backward(dh, hs, W_hh_T, M, k, dA):
         if left.max() == 0:
             t_lo = t
             break
-        matmul(da, W_hh_T, dh_prev, 0.0)
+        matmul(da, W_hh.T, dh_prev, 0.0)
         for i in range(nb):
             if m[i]:              # an update (or past the truncation, where da and so dh_prev is 0)
                 assign(dh[i], dh_prev[i])
@@ -76,7 +76,7 @@ def chunk_recurrent_grads(hs, dA, t_lo, dW_hh, db_h):
 
 
 @helper
-def chunk_dense_input_grads(X, dA, t_lo, W_xh_T, dW_xh, want_dx):
+def chunk_dense_input_grads(X, dA, t_lo, W_xh, dW_xh, want_dx):
     """``dW_xh = sum_t X[t].T @ dA[t]`` over the steps ``t >= t_lo``; with ``want_dx`` also
     ``dX[t] = dA[t] @ W_xh.T``, written over ``X``."""
     T, nb, H = dA.shape
@@ -90,4 +90,4 @@ def chunk_dense_input_grads(X, dA, t_lo, W_xh_T, dW_xh, want_dx):
     dA2 = dA[t_lo:].reshape((n, H))
     matmul(X[t_lo:].reshape((n, D)).T, dA2, dW_xh, 0.0)
     if want_dx:
-        matmul(dA2, W_xh_T, X[t_lo:].reshape((n, D)), 0.0)
+        matmul(dA2, W_xh.T, X[t_lo:].reshape((n, D)), 0.0)

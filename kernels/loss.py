@@ -46,10 +46,10 @@ def head_forward(h, W, b, out):
 
 
 @helper
-def head_backward(h_T, dlogits, W_hy_T, dW_hy, db_y, dh_T):
+def head_backward(h_T, dlogits, W_hy, dW_hy, db_y, dh_T):
     """Gradients of the dense head: ``dW_hy, db_y`` and ``dh_T = dlogits @ W_hy.T``."""
     matmul(h_T.T, dlogits, dW_hy, 0.0)
     db_y[:] = 0
     for i in range(dlogits.shape[0]):
         db_y += dlogits[i]
-    matmul(dlogits, W_hy_T, dh_T, 0.0)
+    matmul(dlogits, W_hy.T, dh_T, 0.0)

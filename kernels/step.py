@@ -114,7 +114,6 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
     pb_y = np.empty((nc, C), theta.dtype)
     loss_c, correct_c = np.zeros(nc), np.zeros(nc, np.int64)
     dlogits = np.empty_like(logits)
-    W_hh_T, W_xh_T, W_hy_T = W_hh.T.copy(), W_xh.T.copy(), W_hy.T.copy()
     for c in prange(nc):
         b0, nb, X, M, P, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         b1 = b0 + nb
@@ -127,12 +126,12 @@ def batch_pass(theta, grad, V, D, H, C, ids, x, mask, y, mask_zero, k, nt, slot,
         if want_grad:
             loss_c[c], correct_c[c] = softmax_xent(logits[b0:b1], y[b0:b1], B, dlogits[b0:b1])
             dh = np.empty((nb, H), theta.dtype)
-            head_backward(hs[T], dlogits[b0:b1], W_hy_T, pW_hy[c], pb_y[c], dh)
+            head_backward(hs[T], dlogits[b0:b1], W_hy, pW_hy[c], pb_y[c], dh)
             dA = P
-            t_lo = chunk_backward(dh, hs, W_hh_T, M, k, dA)
+            t_lo = chunk_backward(dh, hs, W_hh, M, k, dA)
             chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
             if V == 0:
-                chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], False)
+                chunk_dense_input_grads(X, dA, t_lo, W_xh, pW_xh[c], False)
     if want_grad:
         gE, gW_xh, gW_hh, gb_h, gW_hy, gb_y = views(grad, V, D, H, C)
         sum_parts(pW_xh, gW_xh)
@@ -219,14 +218,13 @@ def rnn_backward(dh, x, hs_in, W_xh, W_hh, mask, k, dx, dW_xh, dW_hh, db_h, nt, 
     Mb = np.empty(T * B, np.uint8)
     pW_xh, pW_hh = np.empty((nc, D, H), x.dtype), np.empty((nc, H, H), x.dtype)
     pb_h = np.empty((nc, H), x.dtype)
-    W_hh_T, W_xh_T = W_hh.T.copy(), W_xh.T.copy()
     for c in prange(nc):
         b0, nb, X, M, dA, hs = chunk_blocks(c, nc, B, T, D, H, Xb, Mb, Pb, Hb)
         chunk_dense_inputs(x, mask, b0, W_xh, X, M, dA[:0])    # the inputs only: no projection
         assign(hs, hs_in[:, b0:b0 + nb])
-        t_lo = chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh_T, M, k, dA)
+        t_lo = chunk_backward(dh[b0:b0 + nb].copy(), hs, W_hh, M, k, dA)
         chunk_recurrent_grads(hs, dA, t_lo, pW_hh[c], pb_h[c])
-        chunk_dense_input_grads(X, dA, t_lo, W_xh_T, pW_xh[c], True)
+        chunk_dense_input_grads(X, dA, t_lo, W_xh, pW_xh[c], True)
         for t in range(T):
             for i in range(nb):
                 assign(dx[b0 + i, t], X[t, i])
