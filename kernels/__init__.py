@@ -11,12 +11,16 @@ import threading
 
 import numba
 import numpy as np
+from numba.np.numpy_support import as_dtype
 
 from fastrnn import _checks
 from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
                            N_HYPER, RHO, RMSPROP_KIND, SGD_KIND, WEIGHT_DECAY)
 
 from . import step as _step
+from . import tasks as _tasks
+from .tasks import (ARG_NAMES, ARGS, CHUNK, DX_OUT, HS_IN, HS_OUT, INTS, N_CONSTS, UPDATE_RANGE,
+                    UPDATE_ROWS, WANT_GRAD)
 from ._jit import CACHE, FASTMATH  # noqa: F401  (re-exported switches)
 
 __all__ = ["rnn_forward", "rnn_backward", "softmax_xent", "forward", "loss_and_grad",
@@ -47,34 +51,61 @@ def is_compiled(dtype="float32"):
     """Whether the whole-model kernel (``forward``, ``loss_and_grad``, ``train_step``) for
     ``dtype`` runs without compiling first: compiled in this process, or in Numba's on-disk cache.
     The first use of a dtype on a machine compiles it (about 15 s on a 2-core laptop CPU)."""
-    return _step.model.is_ready(dtype)
+    return all(kernel.is_ready(dtype) for kernel in (_step.model, _step.fork, _tasks.task))
 
 
-def _rnn_workspace(x, W_hh):
+_placeholders = {}
+
+
+def _run_parts(dtype, job, n, ints, theta, **arrays):
+    """Run parts ``0 .. n - 1`` of a task ``job`` on the threads (see ``tasks.py``): the
+    ``arrays`` it reads and writes by name, every other argument an empty placeholder."""
+    empty = _placeholders.get(dtype)
+    if empty is None:
+        types = ARGS(numba.from_dtype(dtype)).types
+        empty = _placeholders[dtype] = {name: np.empty((0,) * t.ndim, as_dtype(t.dtype))
+                                        for name, t in zip(ARG_NAMES, types)}
+    args = tuple(ints if name == "ints" else arrays.get(name, empty[name]) for name in ARG_NAMES)
+    _step.run_parts(dtype, _step.fork.address(dtype), _tasks.task.address(dtype), job, n, theta,
+                    args)
+
+
+def _ints(**values):
+    """The task's integer arguments (``tasks.py``) from ``{name: value}`` (the others 0)."""
+    return np.array([values.get(name, 0) for name in INTS], np.int64)
+
+
+def _rnn(x, W_xh, W_hh, b_h, mask, flags, k=0, **arrays):
+    """Run the recurrence of ``x`` (dense inputs) as ``CHUNK`` tasks; return the sum of the
+    threads' partial gradients ``(dW_xh, dW_hh, db_h)`` flat (zeros without ``WANT_GRAD``)."""
     B, T, D = x.shape
-    return _workspace(x.dtype, _step.workspace_size((0, D, W_hh.shape[0], 0), B, T))
+    H, dt = W_hh.shape[0], x.dtype
+    nc = max(1, min(B, numba.get_num_threads()))
+    theta = np.concatenate((W_xh, W_hh, b_h), axis=None).astype(dt, copy=False)
+    parts = np.zeros((nc, theta.size), dt)
+    _run_parts(dt, CHUNK, nc,
+               _ints(B=B, T=T, D=D, H=H, K=k, FLAGS=flags, NC=nc), theta=theta, x=_c(x, dt),
+               mask=_mask(mask, B, T), Mb=np.empty(T * B, np.uint8), parts=parts,
+               stats=np.zeros(2 * nc), **arrays,
+               work=_workspace(dt, _step.workspace_size((0, D, H, 0), B, T)))
+    return parts.sum(axis=0)
 
 
 def rnn_forward(x, W_xh, W_hh, b_h, mask=None):
     mask = _checks.rnn_args(x, W_xh, W_hh, b_h, mask)
     B, T, _ = x.shape
     hs = np.empty((T + 1, B, W_hh.shape[0]), x.dtype)
-    _step.rnn_forward(x.dtype, _c(x, x.dtype), _c(W_xh, x.dtype), _c(W_hh, x.dtype),
-                      _c(b_h, x.dtype), _mask(mask, B, T), hs, numba.get_num_threads(),
-                      _rnn_workspace(x, W_hh))
+    _rnn(x, W_xh, W_hh, b_h, mask, HS_OUT, hs_io=hs)
     return hs
 
 
 def rnn_backward(dh, x, hs, W_xh, W_hh, mask=None, bptt_truncate=None):
     mask, k = _checks.rnn_backward_args(dh, x, hs, W_xh, W_hh, mask, bptt_truncate)
-    B, T, D = x.shape
-    H = W_hh.shape[0]
-    dt = x.dtype
-    out = (np.empty_like(x), np.empty((D, H), dt), np.empty((H, H), dt), np.empty(H, dt))
-    _step.rnn_backward(dt, _c(dh, dt), _c(x, dt), _c(hs, dt), _c(W_xh, dt), _c(W_hh, dt),
-                       _mask(mask, B, T), k or 0, *out, numba.get_num_threads(),
-                       _rnn_workspace(x, W_hh))
-    return out
+    D, H, dt = x.shape[2], W_hh.shape[0], x.dtype
+    dx = np.empty_like(x)
+    g = _rnn(x, W_xh, W_hh, np.zeros(H, dt), mask, WANT_GRAD | HS_IN | DX_OUT,
+             k or 0, hs_io=_c(hs, dt), dh_in=_c(dh, dt), dx=dx)
+    return dx, g[:D * H].reshape(D, H), g[D * H:D * H + H * H].reshape(H, H), g[D * H + H * H:]
 
 
 def softmax_xent(logits, y):
@@ -88,16 +119,23 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
            hyper=None, mask_zero=False, k=None, lazy=False):
     """Run the compiled whole-model entry point (arguments already checked); return
     ``(logits, stats)``."""
+    dt = theta.dtype
     ids, dense = _model_inputs(theta, dims, x)
-    unused = np.empty(0, theta.dtype)
-    work = _workspace(theta.dtype, _step.workspace_size(dims, *x.shape[:2]))
-    logits = np.empty((x.shape[0], dims[3]), theta.dtype)
-    stats = np.zeros(3)
-    _step.model(theta.dtype, mode, _c(theta, theta.dtype), unused if grad is None else grad,
-                unused if s1 is None else s1, unused if s2 is None else s2, int(step), *dims, ids,
-                dense, np.zeros(0, np.int64) if y is None else _c(y, np.int64), int(kind),
-                np.zeros(N_HYPER) if hyper is None else hyper, int(bool(mask_zero)), k or 0,
-                int(bool(lazy)), numba.get_num_threads(), logits, stats, work)
+    (V, D, H, C), (B, T) = dims, x.shape[:2]
+    nt = numba.get_num_threads()
+    nc = max(1, min(B, nt))
+    ints = _ints(B=B, T=T, V=V, D=D, H=H, C=C, MASK_ZERO=int(bool(mask_zero)), K=k or 0,
+                 FLAGS=0 if mode == _step.FORWARD else WANT_GRAD, KIND=int(kind), NC=nc, NT=nt)
+    logits, stats = np.empty((B, C), dt), np.zeros(3 + 2 * nc)
+    unused = np.empty(0, dt)
+    _step.model(dt, mode, _c(theta, dt), unused if grad is None else grad,
+                unused if s1 is None else s1, unused if s2 is None else s2, int(step),
+                np.zeros(N_HYPER) if hyper is None else hyper, int(bool(lazy)), ints, ids, dense,
+                np.zeros(0, np.int64) if y is None else _c(y, np.int64), np.zeros(V, np.uint8),
+                np.empty(V, np.int64), np.empty(min(V, ids.size), np.int64),
+                np.empty(T * B, np.uint8), logits, stats,
+                _workspace(dt, _step.workspace_size(dims, B, T)), _tasks.task.address(dt),
+                _step.fork.address(dt))
     return logits, stats
 
 
@@ -142,9 +180,14 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
         _checks.floats(name, a, p.ndim, p.dtype)
         _checks.shape(name, a, p.shape)
         _checks.inplace(name, a)
+    consts = np.empty(N_CONSTS, p.dtype)
+    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+    state = dict(consts=consts, theta=p.reshape(-1), grad=g.reshape(-1), s1=s1.reshape(-1),
+                 s2=s2.reshape(-1))
+    nt = numba.get_num_threads()
     if rows is None:
-        _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
-                               s2.ravel(), np.zeros(0, np.int64), 0)
+        n = nt if p.size >= 1 << 16 else 1
+        _run_parts(p.dtype, UPDATE_RANGE, n, _ints(KIND=kind, LO=0, HI=p.size), **state)
         return
     if p.ndim != 2:
         raise ValueError(f"with rows, p must be a 2-D (rows, width) view, got shape {p.shape}")
@@ -155,8 +198,9 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
         raise ValueError(f"rows must lie in [0, {p.shape[0]})")
     if np.unique(rows).size != rows.size:
         raise ValueError("rows must not repeat")
-    _step.optimizer_update(p.dtype, kind, hyper, int(step), p.ravel(), g.ravel(), s1.ravel(),
-                           s2.ravel(), _c(rows, np.int64), p.shape[1])
+    _run_parts(p.dtype, UPDATE_ROWS, max(1, min(rows.size, nt)),
+               _ints(KIND=kind, D=p.shape[1], N_ROWS=rows.size), rows=_c(rows, np.int64),
+               **state)
 
 
 def _hyper(values):

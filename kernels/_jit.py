@@ -27,7 +27,9 @@ import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so threadpoolctl sees it)
 from numba import types
+from numba.core import cgutils
 from numba.core.caching import FunctionCache
+from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
 CACHE = os.environ.get("FASTRNN_NUMBA_CACHE", "1").lower() not in ("0", "false", "no", "off")
@@ -49,9 +51,9 @@ _FLOATS = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.floa
 class Kernel:
     """A jitted function compiled per float dtype on first use: ``kernel[dtype](*args)``."""
 
-    def __init__(self, fn, template, parallel):
-        self.fn, self.template, self.parallel = fn, template, parallel
-        self._compiled = {}
+    def __init__(self, fn, template, parallel, wrappers=True):
+        self.fn, self.template, self.parallel, self.wrappers = fn, template, parallel, wrappers
+        self._compiled, self._addresses = {}, {}
         self._lock = threading.Lock()
         self.__name__, self.__doc__ = fn.__name__, fn.__doc__
 
@@ -62,7 +64,7 @@ class Kernel:
             with self._lock:                       # two threads must not compile the same kernel
                 compiled = self._compiled.get(dtype)
                 if compiled is None:
-                    compiled = _njit(self.fn, self.parallel)
+                    compiled = _njit(self.fn, self.parallel, wrappers=self.wrappers)
                     compiled.compile(self.template(_FLOATS[dtype]))
                     compiled.disable_compile()     # as with explicit signatures: no other types
                     self._compiled[dtype] = compiled
@@ -74,10 +76,21 @@ class Kernel:
         dtype = np.dtype(dtype)
         if dtype in self._compiled:
             return True
-        dispatcher = _njit(self.fn, self.parallel)
+        dispatcher = _njit(self.fn, self.parallel, wrappers=self.wrappers)
         cache = getattr(dispatcher, "_cache", None)
         return isinstance(cache, _TolerantCache) and cache.lists(self.template(_FLOATS[dtype]),
                                                                  dispatcher.targetctx)
+
+    def address(self, dtype):
+        """The machine address of the compiled ``dtype`` version (Numba's calling convention), for
+        compiled callers that call it through ``function_at``; compiles it on first use."""
+        dtype = np.dtype(dtype)
+        address = self._addresses.get(dtype)
+        if address is None:
+            result = self[dtype].overloads[self.template(_FLOATS[dtype]).args]
+            address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+            self._addresses[dtype] = address
+        return address
 
     def __call__(self, dtype, *args):
         """Run the ``dtype`` version, with BLAS kept to one thread (see ``serial_blas``)."""
@@ -89,6 +102,99 @@ class Kernel:
 def jit(template, parallel=False):
     """Declare a public-facing kernel with a signature template (``float type -> signature``)."""
     return lambda fn: Kernel(fn, template, parallel)
+
+
+def task(template):
+    """Declare a serial kernel that only compiled code calls, through ``Kernel.address`` and
+    ``function_at(template)`` (so it has no wrapper for Python)."""
+    return lambda fn: Kernel(fn, template, False, wrappers=False)
+
+
+def function_at(template):
+    """An intrinsic ``at(address, like)``: the function compiled from ``template(like.dtype)`` at
+    ``address`` (from ``Kernel.address``), as a first-class function value to call.
+
+    A caller that calls a jitted function directly links in its code and optimises and
+    code-generates all of it again (once more per level of callers, and several times more inside
+    a parallel loop); a call through an address compiles nothing twice. Its price is no inlining
+    across the call, which is nothing for a call that does a whole chunk of work.
+    """
+    @intrinsic
+    def at(typingctx, address, like):
+        fnty = types.FunctionType(template(like.dtype))
+
+        def codegen(context, builder, sig, args):
+            fn = cgutils.create_struct_proxy(fnty)(context, builder)
+            fn.jit_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+            fn.c_addr = fn.py_addr = cgutils.voidptr_t(None)
+            return fn._getvalue()
+
+        return fnty(address, like), codegen
+
+    return at
+
+
+@intrinsic
+def address_of(typingctx, value):
+    """The address of a copy of ``value`` on the caller's stack, for a callee to read with
+    ``value_at``: valid until the caller returns, and only while the caller keeps ``value`` alive
+    (the copy holds no references: a caller that does not use ``value`` again must end with
+    ``keep_alive(value)``, or Numba frees the arrays in it after their last visible use). Passing
+    a large tuple of arrays by address keeps a parallel loop's arguments to a few scalars (Numba
+    compiles code per argument of the loop)."""
+    def codegen(context, builder, sig, args):
+        slot = cgutils.alloca_once_value(builder, args[0])
+        return builder.ptrtoint(slot, context.get_value_type(types.int64))
+
+    return types.int64(value), codegen
+
+
+@intrinsic
+def keep_alive(typingctx, value):
+    """Nothing, except that ``value`` counts as used here, so Numba keeps it alive until here."""
+    def codegen(context, builder, sig, args):
+        return context.get_dummy_value()
+
+    return types.none(value), codegen
+
+
+def _borrowed(context, builder, ty, value):
+    """``value`` (an array of type ``ty``) without its memory manager: no reference counting."""
+    array = context.make_array(ty)(context, builder, value)
+    array.meminfo = cgutils.get_null_value(array.meminfo.type)
+    return array._getvalue()
+
+
+@intrinsic
+def borrow(typingctx, array):
+    """``array`` as a borrowed array: the caller keeps it alive, and neither it nor its views
+    carry a reference count (as inside a parallel loop). Otherwise every view taken in a loop adds
+    to and subtracts from the count of the array it views, atomically, and two threads doing that
+    to one array fight over one cache line (a fifth of a training step, measured)."""
+    def codegen(context, builder, sig, args):
+        return _borrowed(context, builder, sig.args[0], args[0])
+
+    return array(array), codegen
+
+
+def value_at(template):
+    """An intrinsic ``at(address, like)``: the tuple of arrays of type ``template(like.dtype)``
+    stored at ``address`` by ``address_of``, as borrowed arrays (see ``borrow``)."""
+    @intrinsic
+    def at(typingctx, address, like):
+        ty = template(like.dtype)
+
+        def codegen(context, builder, sig, args):
+            ptr = builder.inttoptr(args[0], context.get_value_type(ty).as_pointer())
+            value = builder.load(ptr)
+            for i, item in enumerate(ty.types):
+                value = builder.insert_value(
+                    value, _borrowed(context, builder, item, builder.extract_value(value, i)), i)
+            return value
+
+        return ty(address, like), codegen
+
+    return at
 
 
 def helper(fn=None, parallel=False, inline="never"):

@@ -69,3 +69,18 @@ def _assign(dst, src):
                     for m in range(dst.shape[2]):
                         dst[i, j, m] = src[i, j, m]
     return impl
+
+
+def zero(a):
+    """``a[...] = 0`` for a contiguous array."""
+    a[...] = 0
+
+
+@overload(zero, jit_options={"fastmath": FASTMATH or False, "error_model": "numpy"})
+def _zero(a):
+    # one flat loop for every rank (see ``assign``)
+    def impl(a):
+        flat = a.reshape(a.size)
+        for i in range(flat.size):
+            flat[i] = 0
+    return impl

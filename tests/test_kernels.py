@@ -5,6 +5,7 @@ reference run on the same float32-rounded inputs, with tolerances loosened along
 """
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -425,6 +426,41 @@ def test_optimizer_update_from_cache_in_a_fresh_process():
                          timeout=600)
     assert out.returncode == 0, f"exit code {out.returncode}: {out.stderr[-400:]}"
     assert float(out.stdout) == p[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# no kernel reads memory that has been freed
+# ------------------------------------------------------------------------------------------------
+
+FREED_MEMORY = """
+import numpy as np
+from fastrnn import kernels as K, layout, optim, reference as R
+rng = np.random.default_rng(0)
+for lazy in (False, True):
+    for dims, x in (((11, 3, 4, 2), rng.integers(0, 11, (5, 6))),
+                    ((0, 3, 4, 2), rng.standard_normal((5, 6, 3)))):
+        theta = 0.3 * rng.standard_normal(layout.size(dims))
+        y = rng.integers(0, 2, 5)
+        runs = [[theta.copy(), np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)]
+                for _ in range(2)]
+        for step in range(1, 6):
+            for M, (t, g, s1, s2) in zip((K, R), runs):
+                M.train_step(t, g, s1, s2, step, dims, x, y, optim.ADAM_KIND, optim.Adam().hyper(),
+                             lazy=lazy)
+        np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-10, atol=1e-12)
+print("same")
+"""
+
+
+def test_no_kernel_reads_freed_memory():
+    """glibc overwrites freed memory at once under MALLOC_PERTURB_, so a kernel that read an array
+    after Numba had freed it gives wrong numbers here, not only now and then. The training step
+    did, before it kept its scratch alive past the optimizer update (the update read its
+    constants from freed memory, and the first checkpoint of a resumed run held NaN)."""
+    out = subprocess.run([sys.executable, "-c", FREED_MEMORY], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "MALLOC_PERTURB_": "165"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "same"
 
 
 # ------------------------------------------------------------------------------------------------
