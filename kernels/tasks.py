@@ -183,16 +183,17 @@ def task(job, c, n, theta, address):
         kind, scale = ints[KIND], consts[9]
         hp = (consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6],
               consts[7], consts[8])
-        if job == UPDATE_RANGE:                   # part c of theta[lo:hi], as one row
+        lo, width, r0, r1 = 0, D, 0, 0
+        if job == UPDATE_RANGE:                   # part c of theta[LO:HI], as one row
             i0, i1 = part(c, n, ints[HI] - ints[LO])
-            lo, hi = ints[LO] + i0, ints[LO] + i1
-            update_rows(kind, hp, theta[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], scale, hi - lo,
-                        rows[:0], touched[:0], 0, 1)
+            lo, width, r1 = ints[LO] + i0, i1 - i0, 1
+            rows, touched = rows[:0], touched[:0]
         else:                                     # rows of the (V, D) block at the start
-            lazy = job == UPDATE_ROWS
-            r0, r1 = part(c, n, ints[N_ROWS] if lazy else V)
-            update_rows(kind, hp, theta, grad, s1, s2, scale, D, rows if lazy else rows[:0],
-                        touched[:0] if lazy else touched, r0, r1)
+            r0, r1 = part(c, n, ints[N_ROWS] if job == UPDATE_ROWS else V)
+            rows, touched = (rows, touched[:0]) if job == UPDATE_ROWS else (rows[:0], touched)
+        hi = lo + (width if job == UPDATE_RANGE else theta.size)
+        update_rows(kind, hp, theta[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], scale, width, rows,
+                    touched, r0, r1)
         return
 
     # job == CHUNK
