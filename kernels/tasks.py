@@ -222,11 +222,12 @@ def task(job, c, n, theta, address):
                 M[t, i] = 0 if mask_zero and v == 0 else 1
     # the first step with an update (T if none): before it every h is h_0 = 0 and every dA is 0,
     # so the padding of a left-padded batch costs nothing
-    t0 = T
-    for t in range(T):
+    t0, t = T, 0
+    while t0 == T and t < T:
         for i in range(nb):
-            if M[t, i] and t0 == T:
+            if M[t, i]:
                 t0 = t
+        t += 1
 
     if flags & HS_IN:
         for t in range(T + 1):
@@ -250,13 +251,12 @@ def task(job, c, n, theta, address):
             for t in range(T + 1):
                 assign(hs_io[t, b0:b1], hs[t])
 
-    part_c = parts[c]
-    pW_xh, pW_hh = part_c[:D * H].reshape((D, H)), part_c[D * H:D * H + H * H].reshape((H, H))
-    q = D * H + H * H
-    pb_h, pW_hy, pb_y = part_c[q:q + H], part_c[q + H:q + H + H * C].reshape((H, C)), \
-        part_c[q + H + H * C:q + H + H * C + C]
-    dh, dh_prev = np.empty(nb * H, theta.dtype).reshape((nb, H)), \
-        np.empty(nb * H, theta.dtype).reshape((nb, H))
+    # this chunk's partial gradients (the parameter layout after the embedding)
+    pW_xh, pW_hh = parts[c, :o2 - o1].reshape((D, H)), parts[c, o2 - o1:o3 - o1].reshape((H, H))
+    pb_h, pW_hy = parts[c, o3 - o1:o4 - o1], parts[c, o4 - o1:o5 - o1].reshape((H, C))
+    pb_y = parts[c, o5 - o1:o5 - o1 + C]
+    dh = np.empty(nb * H, theta.dtype).reshape((nb, H))
+    dh_prev = np.empty(nb * H, theta.dtype).reshape((nb, H))
     if C > 0:                                     # the classifier head
         out = logits[b0:b1]
         matmul(hs[T], W_hy, out, 0.0)
