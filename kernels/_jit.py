@@ -10,6 +10,11 @@ declared read-only on purpose: the entry points share their big helpers, and one
 argument means each helper compiles once, not once per caller (compile time is most of a cold
 start). The Python wrappers pass copies of read-only inputs.
 
+Big kernels that compiled code calls are called through their address (``Kernel.address``,
+``function_at``): a direct call links the callee's code into the caller, where Numba optimises and
+code-generates it again (and three more times inside a parallel loop). ``@task(template)``
+declares one that only compiled code calls.
+
 Switches (environment variables, read once at import):
 
 - ``FASTRNN_NUMBA_CACHE=0`` turns the on-disk cache of compiled kernels off (default on);
@@ -20,8 +25,10 @@ Switches (environment variables, read once at import):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -31,6 +38,8 @@ from numba.core import cgutils
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
+
+import fastrnn.optim
 
 CACHE = os.environ.get("FASTRNN_NUMBA_CACHE", "1").lower() not in ("0", "false", "no", "off")
 FASTMATH = (set() if os.environ.get("FASTRNN_FASTMATH", "1").lower() in ("0", "false", "no", "off")
@@ -210,14 +219,31 @@ def helper(fn=None, parallel=False, inline="never"):
     return _njit(fn, parallel, inline, wrappers=False)
 
 
+def sources_digest(paths):
+    """A digest of the files at ``paths`` (sorted by name)."""
+    digest = hashlib.sha256()
+    for path in sorted(map(Path, paths)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# The compiled code of a kernel depends on every kernel module (helpers, intrinsics, constants) and
+# on fastrnn.optim's constants, but Numba keys a cached kernel on its own bytecode only.
+_SOURCES = sources_digest([*Path(__file__).parent.glob("*.py"), fastrnn.optim.__file__])
+
+
 class _TolerantCache(FunctionCache):
-    """Numba's on-disk cache, except that a file it cannot read or write is a cache miss.
+    """Numba's on-disk cache, except that a file it cannot read or write is a cache miss, and an
+    entry compiled from other kernel sources is not found (``_SOURCES`` is part of its key).
 
     Numba unpickles its index and data files without a fallback: a damaged file (a crash while
     writing, a full disk, a bad copy) raises UnpicklingError/EOFError/... on the first call, and a
     failed write raises too. Here a damaged file means: empty the index, compile, save afresh; a
     failed write means: compiled in memory only.
     """
+
+    def _index_key(self, sig, codegen):
+        return super()._index_key(sig, codegen) + (_SOURCES,)
 
     def load_overload(self, sig, target_context):
         try:

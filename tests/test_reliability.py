@@ -640,6 +640,42 @@ def test_is_ready_reads_the_cache_index(tmp_path):
     assert r.stdout.split() == ["False", "False", "False", "0"]  # unreadable: will compile
 
 
+OTHER_SOURCES = """
+    import numpy as np
+    from fastrnn.kernels import _jit, step
+    _jit._SOURCES = "other kernel sources"
+    print(step.xent.is_ready("float64"))
+    step.xent[np.float64]
+"""
+
+
+def test_cache_entries_from_other_kernel_sources_are_not_loaded(tmp_path):
+    """Numba keys a cached function on its own bytecode only, but a kernel's machine code also
+    comes from the helpers, intrinsics and constants of the other kernel modules: an entry compiled
+    from other sources must not load (during development one did, with stale constants, and gave
+    wrong numbers). The key carries a digest of all of them."""
+    cache = tmp_path / "cache"
+    r = run_script(OTHER_SOURCES, NUMBA_CACHE_DIR=cache)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False"]
+    r = run_script(OTHER_SOURCES, NUMBA_CACHE_DIR=cache)
+    assert r.stdout.split() == ["True"]                           # cached under that digest
+    r = run_script(READY.format(compile=False), NUMBA_CACHE_DIR=cache)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "False", "0"]  # the real sources: not found
+
+
+def test_sources_digest_depends_on_every_file(tmp_path):
+    from fastrnn.kernels import _jit
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("X = 1\n")
+    b.write_text("Y = 2\n")
+    digest = _jit.sources_digest([a, b])
+    assert _jit.sources_digest([str(b), a]) == digest
+    b.write_text("Y = 3\n")
+    assert _jit.sources_digest([a, b]) != digest
+
+
 @pytest.mark.parametrize("damage", ["index", "data"])
 def test_corrupted_cache_files(tmp_path, damage):
     cache, folder = cache_copy(tmp_path)
