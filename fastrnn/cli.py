@@ -2,7 +2,7 @@
 
 ::
 
-    fastrnn train                      # Chollet's IMDB SimpleRNN listing: 0.846 test accuracy
+    fastrnn train                      # Chollet's IMDB SimpleRNN listing: 0.853 test accuracy
     fastrnn evaluate fastrnn-imdb.npz
     fastrnn predict fastrnn-imdb.npz "A wonderful film." "Dull and far too long."
     fastrnn bench --help
@@ -468,7 +468,7 @@ def _compile_notice(model):
         from . import kernels
         if not kernels.is_compiled(model.dtype):
             print(f"{PROG}: compiling the {model.dtype.name} kernels (first use on this machine, "
-                  "about 15-25 s; cached on disk afterwards)", file=sys.stderr, flush=True)
+                  "about 10 s; cached on disk afterwards)", file=sys.stderr, flush=True)
 
 
 def _same_file(a, b):

@@ -50,7 +50,7 @@ def _model_inputs(theta, dims, x):
 def is_compiled(dtype="float32"):
     """Whether the whole-model kernel (``forward``, ``loss_and_grad``, ``train_step``) for
     ``dtype`` runs without compiling first: compiled in this process, or in Numba's on-disk cache.
-    The first use of a dtype on a machine compiles it (about 15 s on a 2-core laptop CPU)."""
+    The first use of a dtype on a machine compiles it (about 8 s on a 2-core laptop CPU)."""
     return all(kernel.is_ready(dtype) for kernel in (_step.model, _step.fork, _tasks.task))
 
 
