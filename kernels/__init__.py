@@ -180,27 +180,28 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
         _checks.floats(name, a, p.ndim, p.dtype)
         _checks.shape(name, a, p.shape)
         _checks.inplace(name, a)
+    if rows is not None:
+        if p.ndim != 2:
+            raise ValueError(f"with rows, p must be a 2-D (rows, width) view, got shape {p.shape}")
+        rows = np.asarray(rows)
+        if rows.dtype.kind not in "iu" or rows.ndim != 1:
+            raise TypeError("rows must be a 1-D integer array of row indices")
+        if rows.size and (rows.min() < 0 or rows.max() >= p.shape[0]):
+            raise ValueError(f"rows must lie in [0, {p.shape[0]})")
+        if np.unique(rows).size != rows.size:
+            raise ValueError("rows must not repeat")
     consts = np.empty(N_CONSTS, p.dtype)
-    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)   # the same maths in Python
     state = dict(consts=consts, theta=p.reshape(-1), grad=g.reshape(-1), s1=s1.reshape(-1),
                  s2=s2.reshape(-1))
     nt = numba.get_num_threads()
     if rows is None:
         n = nt if p.size >= 1 << 16 else 1
         _run_parts(p.dtype, UPDATE_RANGE, n, _ints(KIND=kind, LO=0, HI=p.size), **state)
-        return
-    if p.ndim != 2:
-        raise ValueError(f"with rows, p must be a 2-D (rows, width) view, got shape {p.shape}")
-    rows = np.asarray(rows)
-    if rows.dtype.kind not in "iu" or rows.ndim != 1:
-        raise TypeError("rows must be a 1-D integer array of row indices")
-    if rows.size and (rows.min() < 0 or rows.max() >= p.shape[0]):
-        raise ValueError(f"rows must lie in [0, {p.shape[0]})")
-    if np.unique(rows).size != rows.size:
-        raise ValueError("rows must not repeat")
-    _run_parts(p.dtype, UPDATE_ROWS, max(1, min(rows.size, nt)),
-               _ints(KIND=kind, D=p.shape[1], N_ROWS=rows.size), rows=_c(rows, np.int64),
-               **state)
+    else:
+        _run_parts(p.dtype, UPDATE_ROWS, max(1, min(rows.size, nt)),
+                   _ints(KIND=kind, D=p.shape[1], N_ROWS=rows.size), rows=_c(rows, np.int64),
+                   **state)
 
 
 def _hyper(values):
