@@ -87,7 +87,7 @@ def _rnn(x, W_xh, W_hh, b_h, mask, flags, k=0, **arrays):
                _ints(B=B, T=T, D=D, H=H, K=k, FLAGS=flags, NC=nc), theta=theta, x=_c(x, dt),
                mask=_mask(mask, B, T), Mb=np.empty(T * B, np.uint8), parts=parts,
                stats=np.zeros(2 * nc), **arrays,
-               work=_workspace(dt, _step.workspace_size((0, D, H, 0), B, T)))
+               work=_workspace(dt, _step.workspace_size.py_func((0, D, H, 0), B, T)))
     return parts.sum(axis=0)
 
 
@@ -134,7 +134,7 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
                 np.zeros(0, np.int64) if y is None else _c(y, np.int64), np.zeros(V, np.uint8),
                 np.empty(V, np.int64), np.empty(min(V, ids.size), np.int64),
                 np.empty(T * B, np.uint8), logits, stats,
-                _workspace(dt, _step.workspace_size(dims, B, T)), _tasks.task.address(dt),
+                _workspace(dt, _step.workspace_size.py_func(dims, B, T)), _tasks.task.address(dt),
                 _step.fork.address(dt))
     return logits, stats
 

@@ -21,8 +21,8 @@ from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_E
 from ._jit import (Arr, address_of, f64, function_at, helper, i32, i64, jit, keep_alive, u8,
                    void)
 from ._math import assign, typed, zero
-from .tasks import (ARGS, B_, CHUNK, D_, H_, HI, KIND, LO, N_CONSTS, N_ROWS, NC, NT, PROJECT, T_,
-                    TEMPLATE, TOKEN_BACKWARD, UPDATE_ALL_ROWS, UPDATE_RANGE, UPDATE_ROWS, V_,
+from .tasks import (ARGS, B_, C_, CHUNK, D_, H_, HI, KIND, LO, N_CONSTS, N_ROWS, NC, NT, PROJECT,
+                    T_, TEMPLATE, TOKEN_BACKWARD, UPDATE_ALL_ROWS, UPDATE_RANGE, UPDATE_ROWS, V_,
                     softmax_xent)
 
 _b = i64  # flags travel as int64: one signature, no bool/int ambiguity
@@ -105,9 +105,10 @@ def sum_squares(g, lo, hi):
     return total
 
 
+@helper
 def workspace_size(dims, B, T):
-    """Scratch elements an entry point uses for ``B`` sequences of ``T`` steps (``dims`` as in
-    ``fastrnn.layout``; ``V = 0``: dense inputs, as in ``rnn_forward`` and ``rnn_backward``)."""
+    """Scratch elements a batch of ``B`` sequences of ``T`` steps uses (``dims`` as in
+    ``fastrnn.layout``; ``V = 0``: dense inputs); the Python wrappers call ``.py_func``."""
     V, D, H, _ = dims
     return T * B * H + (T + 1) * B * H + (0 if V > 0 else T * B * D)
 
@@ -145,7 +146,7 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
     chunks' loss sums and counts of correct rows) and ``work`` (used when it holds
     ``workspace_size`` elements, else allocated).
     """
-    B, T, V, D, H = ints[B_], ints[T_], ints[V_], ints[D_], ints[H_]
+    B, T, V, D, H, C = ints[B_], ints[T_], ints[V_], ints[D_], ints[H_], ints[C_]
     nc, nt = ints[NC], ints[NT]
     # the distinct ids of the batch, numbered: rows[slot[v]] == v
     n = 0
@@ -173,7 +174,7 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
     zero(dEW)
     e3 = fbuf[:0].reshape((0, 0, 0))
     arrays = (ints, consts, ids, x, Mb[:0].reshape((0, 0)), y, EW, slot, rows,
-              scratch(work, T * B * H + (T + 1) * B * H + (0 if V > 0 else T * B * D)), Mb,
+              scratch(work, workspace_size((V, D, H, C), B, T)), Mb,
               logits, parts, stats[3:], e3, dEW[:0], e3, Ec, dEW, dEc, grad, s1, s2, touched)
     args = address_of(arrays)
     fork = fork_at(fork_address, theta)

@@ -167,12 +167,12 @@ def task(job, c, n, theta, address):
         for ch in range(nc):
             b0, b1 = part(ch, nc, B)
             nb = b1 - b0
+            dA = work[T * b0 * H:T * b1 * H].reshape((T, nb, H))     # as the CHUNK job left it
             for t in range(T):
                 for i in range(nb):
                     s = slot[ids[b0 + i, t]]
                     if r0 <= s < r1:
-                        off = (T * b0 + t * nb + i) * H
-                        row, da = dEW[s], work[off:off + H]
+                        row, da = dEW[s], dA[t, i]
                         for j in range(H):
                             row[j] += da[j]
         matmul(dEW[r0:r1], W_xh.T, dEc[r0:r1], 0.0)
