@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 
 PROG = "fastrnn"
 DEFAULT_OUTPUT = "fastrnn-imdb.npz"
@@ -377,7 +378,8 @@ def cmd_train(args):
     epochs_before = model.epoch
     start = time.perf_counter()
     try:
-        history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+        history = model.fit(x_train, y_train, epochs=args.epochs, initial_epoch=model.epoch,
+                            batch_size=args.batch_size,
                             validation_split=args.validation_split,
                             callbacks=_callbacks(args, model, output),
                             verbose=0 if args.quiet else 1, checkpoint=checkpoint).history
@@ -399,7 +401,7 @@ def cmd_train(args):
     else:
         model.save(output)
         best = model
-    test = best.evaluate(x_test, y_test)
+    test = best.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
     if implicit and os.path.exists(checkpoint):
         os.remove(checkpoint)
     result = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
@@ -487,7 +489,7 @@ def cmd_evaluate(args):
     vocab, maxlen = model.config["vocab_size"], model.config["maxlen"]
     x, y = _load_imdb(args.data_dir, vocab, maxlen, splits=("test",))["test"]
     _compile_notice(model)
-    result = model.evaluate(x, y, batch_size=args.batch_size)
+    result = model.evaluate(x, y, batch_size=args.batch_size, verbose=0, return_dict=True)
     if args.json:
         print(json.dumps({"model": args.model, "loss": result["loss"],
                           "accuracy": result["accuracy"], "n": int(len(y)),
@@ -519,7 +521,16 @@ def cmd_predict(args):
     except ValueError as e:                     # a damaged word index file
         raise UsageError(str(e)) from None
     _compile_notice(model)
-    p = model.predict_proba(model.encode(texts, word_index=word_index))[:, 1]
+    from .model import UnknownTextWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownTextWarning)
+        ids = model.encode(texts, word_index=word_index)
+    for w in caught:
+        if issubclass(w.category, UnknownTextWarning):
+            print(f"{PROG}: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    p = model.predict_proba(ids, verbose=0)[:, 1]
     rows = [{"text": t, "probability_positive": float(q), "label": int(q > 0.5),
              "sentiment": "positive" if q > 0.5 else "negative"} for t, q in zip(texts, p)]
     if args.json:

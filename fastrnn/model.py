@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -37,6 +38,10 @@ _NUMBA_LOCK = threading.RLock()
 
 class TrainingError(FloatingPointError):
     """Training hit a non-finite loss or gradient; the weights are those before that step."""
+
+
+class UnknownTextWarning(UserWarning):
+    """A text given to ``encode`` / ``predict`` has no word in the model's vocabulary."""
 
 
 class SimpleRNNClassifier:
@@ -203,27 +208,36 @@ class SimpleRNNClassifier:
         x, y = self._check(x, y)
         return self._evaluate(x, y, len(x))["loss"]
 
-    def predict_logits(self, x, batch_size=256):
-        """Logits ``(N, C)`` in the model's dtype."""
-        _positive_int("batch_size", batch_size)
+    def predict_logits(self, x, batch_size=None, verbose="auto"):
+        """Logits ``(N, C)`` in the model's dtype (``batch_size`` None: 32, as Keras)."""
+        batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         x, _ = self._check(x)
-        return self._logits(x, batch_size)
+        return self._logits(x, batch_size, verbose)
 
-    def _logits(self, x, batch_size):
+    def _logits(self, x, batch_size, verbose=0):
+        bar = _progress(-(-len(x) // batch_size), "predict", verbose == 1)
+        parts = []
         with self._backend_call():
-            return np.concatenate([self.backend.forward(self.theta, self.dims, x[i:i + batch_size],
-                                                        self.config["mask_zero"])
-                                   for i in range(0, len(x), batch_size)])
+            for i in range(0, len(x), batch_size):
+                parts.append(self.backend.forward(self.theta, self.dims, x[i:i + batch_size],
+                                                  self.config["mask_zero"]))
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        return np.concatenate(parts)
 
-    def predict_proba(self, x, batch_size=256):
-        """Class probabilities ``(N, C)``; ``x`` may also be raw review strings (see ``encode``)."""
+    def predict_proba(self, x, batch_size=None, verbose="auto"):
+        """Class probabilities ``(N, C)``; ``x`` may also be raw review strings (see ``encode``).
+        This is what Keras' ``predict`` returns for a softmax model."""
         if _is_text(x):
             x = self.encode(x)
-        return reference.softmax(self.predict_logits(x, batch_size).astype(np.float64))
+        return reference.softmax(self.predict_logits(x, batch_size, verbose).astype(np.float64))
 
-    def predict(self, x, batch_size=256):
-        """Predicted class labels ``(N,)``."""
-        return self.predict_proba(x, batch_size).argmax(axis=1)
+    def predict(self, x, batch_size=None, verbose="auto"):
+        """Predicted class labels ``(N,)`` (scikit-learn's meaning; ``predict_proba`` gives the
+        probabilities that Keras' ``predict`` returns)."""
+        return self.predict_proba(x, batch_size, verbose).argmax(axis=1)
 
     def encode(self, texts, maxlen=None, word_index=None):
         """Raw review strings -> padded token ids, as ``imdb.load_data(num_words=vocab_size)``
@@ -239,17 +253,27 @@ class SimpleRNNClassifier:
             raise ValueError("maxlen unknown: pass maxlen= (the model has not been fit yet)")
         if isinstance(texts, np.ndarray):
             texts = texts.tolist()
-        ids = TextEncoder(word_index=word_index, num_words=self.dims[0]).encode(texts)
+        encoder = TextEncoder(word_index=word_index, num_words=self.dims[0])
+        ids = encoder.encode(texts)
+        unknown = [i for i, row in enumerate(ids) if all(v < encoder.index_from for v in row)]
+        if unknown:
+            warnings.warn(f"{len(unknown)} of {len(ids)} texts (at {_positions(unknown)}) have no "
+                          f"word in the model's vocabulary of {self.dims[0]:,}: the model sees "
+                          "an empty review there, and its prediction says nothing about the "
+                          "text", UnknownTextWarning, stacklevel=2)
         return pad_sequences(ids, maxlen=maxlen)
 
-    def evaluate(self, x, y, batch_size=256):
-        """``{"loss": mean cross-entropy, "accuracy": fraction correct}`` on ``(x, y)``."""
-        _positive_int("batch_size", batch_size)
+    def evaluate(self, x, y, batch_size=None, verbose="auto", return_dict=False):
+        """Keras' ``evaluate``: ``[loss, accuracy]`` on ``(x, y)`` (mean cross-entropy, fraction
+        correct), or ``{"loss": ..., "accuracy": ...}`` with ``return_dict=True``; ``batch_size``
+        None is 32, as in Keras."""
+        batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         x, y = self._check(x, y)
-        return self._evaluate(x, y, batch_size)
+        logs = self._evaluate(x, y, batch_size, verbose)
+        return logs if return_dict else [logs["loss"], logs["accuracy"]]
 
-    def _evaluate(self, x, y, batch_size):
-        logits = self._logits(x, batch_size)
+    def _evaluate(self, x, y, batch_size, verbose=0):
+        logits = self._logits(x, batch_size, verbose)
         loss, _ = reference.softmax_xent(logits.astype(np.float64), y)
         return {"loss": float(loss), "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
 
@@ -276,21 +300,30 @@ class SimpleRNNClassifier:
 
     # --- training ------------------------------------------------------------------------------
 
-    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, callbacks=None, verbose=1, checkpoint=None, checkpoint_every=None,
-            on_nonfinite="raise"):
-        """Train until ``epochs`` epochs are complete (counting those already done, as Keras'
-        ``initial_epoch``: a model loaded from a checkpoint continues where it stopped).
+    def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, *, initial_epoch=0,
+            checkpoint=None, checkpoint_every=None, on_nonfinite="raise"):
+        """Train for epochs ``initial_epoch .. epochs - 1``, as Keras' ``fit`` does: ``epochs`` is
+        the index of the final epoch, so ``fit(x, y, epochs=3)`` trains three epochs however often
+        it is called, and ``fit(..., epochs=10, initial_epoch=model.epoch)`` continues a numbered
+        run (a model loaded from a checkpoint, even one saved in the middle of an epoch, continues
+        exactly where it stopped). ``batch_size`` None is 32; ``verbose``: "auto" or 1 a progress
+        bar and a line per epoch, 2 the line only, 0 silent.
 
-        Returns ``self.history``, a :class:`History` whose ``history`` dict has ``loss``,
-        ``accuracy`` and, with validation data, ``val_loss`` and ``val_accuracy`` per epoch.
+        Returns a :class:`History` (also ``self.history``) whose ``history`` dict has ``loss``,
+        ``accuracy`` and, with validation data, ``val_loss`` and ``val_accuracy`` per epoch, and
+        whose ``epoch`` lists the epoch indices. A fresh one for each call, as in Keras, except
+        when the call resumes the model's own run (``initial_epoch == model.epoch`` and the
+        model's history holds exactly those earlier epochs, as a loaded checkpoint does): then the
+        record continues, so a resumed run logs the same history as an uninterrupted one.
 
         ``validation_split`` holds out the last fraction of ``(x, y)`` (before shuffling, and the
         same number of samples as Keras). ``checkpoint=PATH`` saves the model atomically after
         every epoch and, with ``checkpoint_every=N``, every N optimizer steps; training resumed
-        from that file (``load`` + ``fit`` with the same data and batch size) gives the same
-        weights as an uninterrupted run. A partly done epoch is finished when ``fit`` is given
-        the same number of samples and batch size, and started over otherwise.
+        from that file (``load`` + ``fit`` with the same data, batch size and
+        ``initial_epoch=model.epoch``) gives the same weights as an uninterrupted run. A partly
+        done epoch is finished when ``fit`` is given the same number of samples and batch size,
+        and started over otherwise.
 
         A non-finite loss or gradient raises :class:`TrainingError` naming the epoch and step
         (``on_nonfinite="raise"``; the weights and the checkpoint are those before that step), or
@@ -299,8 +332,9 @@ class SimpleRNNClassifier:
         Ctrl-C (SIGINT, when ``fit`` runs in the main thread): the current step finishes, the
         checkpoint is saved and ``KeyboardInterrupt`` is raised; a second Ctrl-C stops at once.
         """
+        batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         _positive_int("epochs", epochs, minimum=0)
-        _positive_int("batch_size", batch_size)
+        _positive_int("initial_epoch", initial_epoch, minimum=0)
         if checkpoint_every is not None:
             _positive_int("checkpoint_every", checkpoint_every)
         if on_nonfinite not in ("raise", "skip"):
@@ -331,6 +365,14 @@ class SimpleRNNClassifier:
                 raise TypeError(f"callbacks must be fastrnn.callbacks.Callback objects, got {cb!r}")
         if self.dims[0]:
             self.config["maxlen"] = int(x.shape[1])
+        resuming = (initial_epoch == self.epoch and initial_epoch > 0
+                    and self.history.epoch == list(range(initial_epoch)))
+        if not resuming:
+            self.history = History()
+        if initial_epoch != self.epoch and self._resume is not None:
+            # the interrupted epoch is not the one asked for: drop it, its shuffle order with it
+            self.rng.bit_generator.state = self._resume["rng"]
+            self._resume = None
         for cb in callbacks:
             cb.model = self
         self.stop_training = False
@@ -339,19 +381,22 @@ class SimpleRNNClassifier:
         with _DeferredInterrupt(verbose) as run.interrupt:
             for cb in callbacks:
                 cb.on_train_begin()
-            while self.epoch < epochs and not self.stop_training:
+            for epoch in range(initial_epoch, epochs):
+                if self.stop_training:
+                    break
+                self.epoch = epoch
                 logs = self._fit_epoch(run)
                 if x_val is not None:
                     logs.update({"val_" + k: v
                                  for k, v in self._evaluate(x_val, y_val, 256).items()})
-                self.epoch += 1
-                self.history.on_epoch_end(self.epoch - 1, logs)
+                self.epoch = epoch + 1
+                self.history.on_epoch_end(epoch, logs)
                 for cb in callbacks:
-                    cb.on_epoch_end(self.epoch - 1, logs)
+                    cb.on_epoch_end(epoch, logs)
                 if checkpoint is not None:
                     self.save(checkpoint)
                 if verbose:
-                    print(f"Epoch {self.epoch}/{epochs}: " +
+                    print(f"Epoch {epoch + 1}/{epochs}: " +
                           ", ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
                 self._safe_point(run)
             for cb in callbacks:
@@ -388,7 +433,7 @@ class SimpleRNNClassifier:
             self._resume = state
         self.rng.bit_generator.state = state["rng"]
         order = self.rng.permutation(n) if run.shuffle else np.arange(n)
-        bar = _progress(n_batches, f"Epoch {self.epoch + 1}/{run.epochs}", run.verbose,
+        bar = _progress(n_batches, f"Epoch {self.epoch + 1}/{run.epochs}", run.verbose == 1,
                         min(state["batch"], n_batches))
         start = time.perf_counter()
         seen_here = 0
@@ -608,12 +653,35 @@ def _as_array(name, a):
     return a
 
 
+def _positions(indices, most=5):
+    """``indices`` as a short list for a message: "0, 3, 7" or "0, 3, 7, 9, 12, ... (20 in all)"."""
+    head = ", ".join(map(str, indices[:most]))
+    return head if len(indices) <= most else f"{head}, ... ({len(indices)} in all)"
+
+
 def _is_text(x):
     if isinstance(x, str):
         return True
     if isinstance(x, np.ndarray):
         return x.dtype.kind == "U"
     return isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], str)
+
+
+def _batch_size(batch_size):
+    """Keras' default batch size (32) for None; else a positive integer."""
+    if batch_size is None:
+        return 32
+    _positive_int("batch_size", batch_size)
+    return int(batch_size)
+
+
+def _verbose(verbose):
+    """Keras' verbosity: "auto" is 1 (a progress bar), 2 one line per epoch, 0 silent."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    return int(verbose)
 
 
 def _positive_int(name, value, minimum=1):

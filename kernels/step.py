@@ -3,8 +3,10 @@
 ``model`` is the whole classifier on one batch, and ``TRAIN_STEP`` its fused step: forward, loss,
 backward, clipping and the optimizer update in a single compiled call. The work itself is done by
 ``tasks.task``, in parts that ``fork`` spreads over the threads: the batch split into chunks of
-sequences, the distinct token ids split by rows. Each thread writes its own partial gradients,
-summed once afterwards (never ``+=`` from several threads).
+sequences, the distinct token ids split by rows into as many parts as there are chunks. How many
+chunks depends on the batch size only (``fastrnn.kernels.chunks``), never on the thread count, and
+each part writes its own partial gradients, summed once afterwards in part order (never ``+=``
+from several threads): the results are bit-identical for any number of threads.
 
 The Python wrappers pass in the addresses of ``task`` and ``fork`` (``Kernel.address``) and the
 thread count (``ints[NT]``: calling numba.get_num_threads() in compiled code makes it uncacheable).
@@ -57,7 +59,7 @@ def run_parts(fork_address, address, job, n, theta, args):
 
 @helper
 def sum_parts(parts, n, out):
-    """``out = parts[:, :n].sum(axis=0)``: the threads' partial gradients, added in thread order."""
+    """``out = parts[:, :n].sum(axis=0)``: the parts' partial gradients, added in part order."""
     for i in range(n):
         out[i] = parts[0, i]
     for c in range(1, parts.shape[0]):
@@ -159,7 +161,7 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
                 slot[v] = n
                 n += 1
     ints[N_ROWS] = n
-    no = max(1, min(n, nt))                       # parts of the per-id jobs
+    no = max(1, min(n, nc))     # parts of the per-id jobs: as many as chunks, not threads
     # the floating-point scratch, carved from one allocation (each distinct np.empty or
     # np.zeros call is more code to compile)
     npart, nparts = theta.size - V * D, max(nc, no)

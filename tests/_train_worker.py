@@ -33,12 +33,15 @@ def make_data(seed=0, n=N, t=T, v=V):
 def make_model(backend="numpy", seed=7, **kwargs):
     from fastrnn import Adam, SimpleRNNClassifier
     kwargs.setdefault("optimizer", Adam(learning_rate=0.01))
-    return SimpleRNNClassifier(V, D, H, C, dtype="float64", backend=backend, seed=seed, **kwargs)
+    kwargs.setdefault("dtype", "float64")
+    return SimpleRNNClassifier(V, D, H, C, backend=backend, seed=seed, **kwargs)
 
 
 def fit(model, checkpoint=None, epochs=4, every=None, callbacks=None):
+    """Train to epoch ``epochs``, continuing the model's own run (a resumed checkpoint)."""
     x, y = make_data()
-    return model.fit(x, y, epochs=epochs, batch_size=BATCH, checkpoint=checkpoint,
+    return model.fit(x, y, epochs=epochs, initial_epoch=model.epoch, batch_size=BATCH,
+                     checkpoint=checkpoint,
                      checkpoint_every=every, verbose=0, callbacks=callbacks)
 
 

@@ -8,6 +8,8 @@ import inspect
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import hypothesis
 import numba
@@ -262,13 +264,17 @@ def test_output_dtype_is_input_dtype(backend, dtype, rng):
 
 
 # ------------------------------------------------------------------------------------------------
-# threads: 1 and 2 threads agree to rounding
+# threads: the results are bit-identical for any thread count
 # ------------------------------------------------------------------------------------------------
+
+# 70 sequences: 8 chunks of 8 or 9 (kernels.chunks), so the threads share uneven chunks
+THREADS_SHAPE = helpers.Shape("threads", B=70, T=17, D=4, H=6, V=13, C=3, k=5)
+
 
 def run_everything(seed, dtype):
     """Every parallel kernel on one batch; returns a dict of results."""
     rng = np.random.default_rng(seed)
-    s = SHAPES[8]
+    s = THREADS_SHAPE
     out = {}
     x = helpers.make_dense(rng, s.B, s.T, s.D, dtype)
     W_xh, W_hh, b_h = helpers.rnn_params(rng, s.D, s.H, dtype)
@@ -293,13 +299,41 @@ def run_everything(seed, dtype):
     return out
 
 
-def test_one_and_two_threads_agree(num_threads, dtype):
+def test_the_batch_partition_depends_on_the_batch_size_only():
+    assert [K.chunks(B) for B in (1, 8, 9, 16, 17, 64, 65, 128, 10**6)] == [1, 1, 2, 2, 3, 8, 8,
+                                                                         8, 8]
+
+
+def test_one_and_two_threads_give_identical_bits(num_threads, dtype):
     num_threads(1)
     one = run_everything(3, dtype)
     num_threads(2)
     two = run_everything(3, dtype)
     for name in one:
-        assert_close(two[name], one[name], dtype, SHAPES[8].T, name)
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+
+
+def test_any_thread_count_gives_identical_bits():
+    """1 to 5 threads (more than this machine's cores: Numba allows it) in a fresh process."""
+    code = f"""
+        import hashlib, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numba, numpy as np
+        from test_kernels import run_everything
+        for n in range(1, 6):
+            numba.set_num_threads(n)
+            for dtype in (np.float32, np.float64):
+                out = run_everything(3, np.dtype(dtype))
+                digest = hashlib.sha256(b"".join(np.asarray(out[k]).tobytes() for k in sorted(out)))
+                print(n, np.dtype(dtype).name, digest.hexdigest())
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "NUMBA_NUM_THREADS": "5"})
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert [int(n) for n, _, _ in lines] == [n for n in range(1, 6) for _ in range(2)]
+    for dtype in ("float32", "float64"):
+        assert len({d for _, name, d in lines if name == dtype}) == 1, r.stdout
 
 
 # ------------------------------------------------------------------------------------------------

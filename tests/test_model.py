@@ -167,7 +167,7 @@ def test_train_on_batch_returns_loss_and_changes_weights():
     assert m.step_count == 1
     assert all(not np.array_equal(u, v) for u, v in zip(before, m.get_weights()))
     assert m.test_on_batch(x, y) < loss_before
-    assert m.test_on_batch(x, y) == pytest.approx(m.evaluate(x, y)["loss"], rel=1e-12)
+    assert m.test_on_batch(x, y) == pytest.approx(m.evaluate(x, y, verbose=0)[0], rel=1e-12)
 
 
 def test_numpy_and_numba_backends_train_the_same():
@@ -200,14 +200,65 @@ def test_fit_returns_keras_history():
     assert m.epoch == 3 and m.step_count == 3 * 3
 
 
+def test_fit_epochs_counts_epochs_per_call_as_keras():
+    """Keras: ``epochs`` is the final epoch index and ``initial_epoch`` (default 0) the first, so
+    ``fit(epochs=1)`` in a loop trains one epoch each time."""
+    x, y = data(32)
+    m = model()
+    for i in range(3):
+        history = m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        assert m.step_count == 4 * (i + 1)
+        assert history.epoch == [0] and len(history.history["loss"]) == 1
+    history = m.fit(x, y, epochs=5, initial_epoch=3, batch_size=8, verbose=0)
+    assert m.step_count == 12 + 8 and history.epoch == [3, 4] and m.epoch == 5
+    assert m.fit(x, y, epochs=2, initial_epoch=2, batch_size=8, verbose=0).epoch == []
+    assert m.step_count == 20
+
+
+def test_fit_with_initial_epoch_continues_a_run_exactly():
+    x, y = data(32)
+    whole = model()
+    whole.fit(x, y, epochs=4, batch_size=8, verbose=0)
+    parts = model()
+    parts.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    history = parts.fit(x, y, epochs=4, initial_epoch=parts.epoch, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(parts.theta, whole.theta)
+    assert history.history == whole.history.history and history.epoch == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("verbose", [0, 1, 2, "auto"])
+def test_verbose_and_batch_size_as_keras(capsys, verbose):
+    x, y = data(16)
+    m = model()
+    m.fit(x, y, epochs=1, verbose=verbose)                    # batch_size None: 32, one step
+    assert m.step_count == 1
+    out = capsys.readouterr()
+    assert ("Epoch 1/1:" in out.out) == (verbose != 0)
+    assert bool(out.err) == (verbose in (1, "auto"))          # the progress bar
+    p = m.predict_proba(x, batch_size=3, verbose=verbose)
+    np.testing.assert_array_equal(p, m.predict_proba(x, verbose=0))
+    np.testing.assert_array_equal(m.predict(x, batch_size=5, verbose=verbose), p.argmax(axis=1))
+    assert m.evaluate(x, y, batch_size=4, verbose=verbose) == pytest.approx(
+        list(m.evaluate(x, y, verbose=0, return_dict=True).values()), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [3, -1, True, "yes", None])
+def test_bad_verbose_is_refused(bad):
+    x, y = data(8)
+    for call in (lambda: model().fit(x, y, verbose=bad), lambda: model().predict(x, verbose=bad),
+                 lambda: model().evaluate(x, y, verbose=bad)):
+        with pytest.raises(ValueError, match="verbose must be 'auto', 0, 1 or 2"):
+            call()
+
+
 def test_validation_split_holds_out_the_last_fraction_like_keras():
     x, y = data(10)
     m = model()
     history = m.fit(x, y, epochs=1, batch_size=4, validation_split=0.25, verbose=0)
     # Keras: split_at = floor(10 * 0.75) = 7, so the last 3 samples validate
-    assert history.history["val_loss"][0] == pytest.approx(m.evaluate(x[7:], y[7:])["loss"],
+    assert history.history["val_loss"][0] == pytest.approx(m.evaluate(x[7:], y[7:], verbose=0)[0],
                                                            rel=1e-12)
-    assert history.history["val_loss"][0] != pytest.approx(m.evaluate(x[8:], y[8:])["loss"],
+    assert history.history["val_loss"][0] != pytest.approx(m.evaluate(x[8:], y[8:], verbose=0)[0],
                                                            rel=1e-6)
     assert m.step_count == 2                         # 7 training samples in batches of 4
 
@@ -217,10 +268,13 @@ def test_validation_data_and_evaluate():
     m = model()
     history = m.fit(x[:48], y[:48], epochs=2, batch_size=16, validation_data=(x[48:], y[48:]),
                     verbose=0)
-    result = m.evaluate(x[48:], y[48:])
+    result = m.evaluate(x[48:], y[48:], verbose=0, return_dict=True)
     assert set(result) == {"loss", "accuracy"}
     assert history.history["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-12)
-    assert result["accuracy"] == pytest.approx(np.mean(m.predict(x[48:]) == y[48:]))
+    assert result["accuracy"] == pytest.approx(np.mean(m.predict(x[48:], verbose=0) == y[48:]))
+    loss, accuracy = m.evaluate(x[48:], y[48:], batch_size=5, verbose=0)   # Keras' return
+    assert [loss, accuracy] == pytest.approx([result["loss"], result["accuracy"]], rel=1e-12)
+    assert isinstance(loss, float) and isinstance(accuracy, float)
 
 
 def overfitting_data():
