@@ -142,6 +142,16 @@ def test_predict_texts_stdin_and_json(trained, data_dir, capsys, monkeypatch):
     assert [r["probability_positive"] for r in rows] == pytest.approx(expected[:, 1].tolist())
 
 
+def test_predict_notes_texts_with_no_known_word(trained, data_dir, capsys):
+    path, _ = trained
+    assert main(["predict", path, "", "great film", "zzz qqq", "--data-dir", data_dir]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3                      # still a score for every text
+    assert err.strip() == ("fastrnn: note: 2 of 3 texts (at 0, 2) have no word in the model's "
+                           "vocabulary of 20: the model sees an empty review there, and its "
+                           "prediction says nothing about the text")
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 def _theta(path):

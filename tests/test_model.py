@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 import zipfile
 
 import numpy as np
@@ -249,6 +250,19 @@ def test_bad_verbose_is_refused(bad):
                  lambda: model().evaluate(x, y, verbose=bad)):
         with pytest.raises(ValueError, match="verbose must be 'auto', 0, 1 or 2"):
             call()
+
+
+def test_encoding_text_with_no_known_word_warns():
+    from fastrnn.model import UnknownTextWarning
+    m = model()
+    index = {"good": 1, "film": 2}
+    with pytest.warns(UnknownTextWarning, match=r"^1 of 3 texts \(at 1\) have no word in the "
+                                                r"model's vocabulary of 40"):
+        ids = m.encode(["a good film", "", "film"], maxlen=4, word_index=index)
+    np.testing.assert_array_equal(ids, [[0, 1, 4, 5], [0, 0, 0, 1], [0, 0, 1, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.encode(["good"], maxlen=4, word_index=index)      # known words: no warning
 
 
 def test_validation_split_holds_out_the_last_fraction_like_keras():
