@@ -115,23 +115,24 @@ class RNN:
         _positive_int("nepoch", nepoch, minimum=0)
         self.model.optimizer = optim.get({"name": self.optimizer, "learning_rate": learning_rate})
         log = _EpochLog(Xtrain, Ytrain, Xtest, Ytest, verbose)
-        self.model.fit(Xtrain, Ytrain, epochs=self.model.epoch + nepoch, batch_size=self.batchsize,
-                       shuffle=True, callbacks=[log], verbose=0)
+        self.model.fit(Xtrain, Ytrain, epochs=self.model.epoch + nepoch,
+                       initial_epoch=self.model.epoch, batch_size=self.batchsize, shuffle=True,
+                       callbacks=[log], verbose=0)
         return log.history
 
     def predict(self, X):
         """Predicted labels ``(N,)`` (0 or 1) for dense inputs ``X (N, T, word_dim)``."""
-        return self.model.predict(self._x("X", X))
+        return self.model.predict(self._x("X", X), verbose=0)
 
     def predict_proba(self, X):
         """Class probabilities ``(N, 2)``."""
-        return self.model.predict_proba(self._x("X", X))
+        return self.model.predict_proba(self._x("X", X), verbose=0)
 
     def evaluate(self, X, Y):
         """``(mean loss, accuracy)`` on ``(X, Y)``."""
         X, Y = self._data("X", X, "Y", Y)
-        result = self.model.evaluate(X, Y)
-        return result["loss"], result["accuracy"]
+        loss, accuracy = self.model.evaluate(X, Y, verbose=0)
+        return loss, accuracy
 
     # --- input checks (naming the notebook's argument names) ---------------------------------
 
@@ -186,7 +187,7 @@ class _EpochLog(Callback):
         seconds = time.perf_counter() - self.start
         row = {"epoch": epoch + 1}
         for split, (X, Y) in self.data.items():
-            result = self.model.evaluate(X, Y)
+            result = self.model.evaluate(X, Y, verbose=0, return_dict=True)
             row[f"{split}_loss"], row[f"{split}_acc"] = result["loss"], result["accuracy"]
         row["seconds"] = seconds
         self.history.append(row)
@@ -331,5 +332,5 @@ def notebook_classifier_experiment(data_dir=None, seed=0, num_words=10000, epoch
     best = EarlyStopping(patience=2, restore_best_weights=True)
     history = model.fit(x_train, y_train[:10000], epochs=epochs, batch_size=16,
                         validation_split=0.2, callbacks=[best], verbose=0)
-    return {**model.evaluate(x_test, y_test[:5000]), "best_epoch": best.best_epoch + 1,
+    return {**model.evaluate(x_test, y_test[:5000], verbose=0, return_dict=True), "best_epoch": best.best_epoch + 1,
             "epochs_run": len(history.history["loss"])}

@@ -241,7 +241,7 @@ def tripwire(monkeypatch):
     return arm
 
 
-@pytest.mark.parametrize("backend_name, case", cases())
+@pytest.mark.parametrize("backend_name, case", list(cases()))
 def test_bad_input_raises_naming_the_argument(backend_name, case, tripwire):
     call, changes, exc, match = CASES[case]
     a = valid()
