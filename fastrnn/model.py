@@ -77,9 +77,12 @@ class SimpleRNNClassifier:
     predict from several threads at once. The kernels release the GIL; with Numba's ``omp``
     threading layer (the default here, as GNU OpenMP is present) or ``tbb`` such calls run
     concurrently. Numba's ``workqueue`` layer aborts the process on concurrent use, so under it the
-    model serialises its kernel calls with one process-wide lock. Training one model from two
-    threads at once is not supported. ``omp`` is not fork-safe: start worker processes with
-    ``spawn`` or ``forkserver`` after training in a process.
+    model serialises its kernel calls with one process-wide lock. One model trains in one thread
+    at a time: ``fit`` or ``train_on_batch`` while another thread trains the same model raises
+    ``RuntimeError``. ``predict`` or ``evaluate`` while another thread trains the model is not
+    guarded: it reads the weights as they are at that moment, possibly half-way through an update.
+    ``omp`` is not fork-safe: start worker processes with ``spawn`` or ``forkserver`` after
+    training in a process.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_dim, num_classes=2, bptt_truncate=None,
@@ -121,6 +124,7 @@ class SimpleRNNClassifier:
         self._resume = None          # position inside an interrupted epoch (see fit)
         self.history = History()
         self.stop_training = False
+        self._training_lock = threading.RLock()     # one training thread (see Notes)
 
     # --- parameters ----------------------------------------------------------------------------
 
@@ -191,7 +195,8 @@ class SimpleRNNClassifier:
         into a :class:`TrainingError`.
         """
         x, y = self._check(x, y)
-        return self._train_batch(x, y)[0]
+        with self._training():
+            return self._train_batch(x, y)[0]
 
     def _train_batch(self, x, y):
         with self._backend_call():
@@ -276,6 +281,17 @@ class SimpleRNNClassifier:
         logits = self._logits(x, batch_size, verbose)
         loss, _ = reference.softmax_xent(logits.astype(np.float64), y)
         return {"loss": float(loss), "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
+
+    @contextlib.contextmanager
+    def _training(self):
+        """Hold the model for one training thread; another thread trying to train it is refused."""
+        if not self._training_lock.acquire(blocking=False):
+            raise RuntimeError("this model is being trained in another thread (fit or "
+                               "train_on_batch); one model trains in one thread at a time")
+        try:
+            yield
+        finally:
+            self._training_lock.release()
 
     @contextlib.contextmanager
     def _backend_call(self):
@@ -363,25 +379,30 @@ class SimpleRNNClassifier:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastrnn.callbacks.Callback objects, got {cb!r}")
-        if self.dims[0]:
-            self.config["maxlen"] = int(x.shape[1])
-        resuming = (initial_epoch == self.epoch and initial_epoch > 0
-                    and self.history.epoch == list(range(initial_epoch)))
-        if not resuming:
-            self.history = History()
-        if initial_epoch != self.epoch and self._resume is not None:
-            # the interrupted epoch is not the one asked for: drop it, its shuffle order with it
-            self.rng.bit_generator.state = self._resume["rng"]
-            self._resume = None
-        for cb in callbacks:
-            cb.model = self
-        self.stop_training = False
-        run = _Run(x, y, batch_size, shuffle, callbacks, verbose, epochs, checkpoint,
-                   checkpoint_every, on_nonfinite)
-        with _DeferredInterrupt(verbose) as run.interrupt:
+        with self._training():
+            if self.dims[0]:
+                self.config["maxlen"] = int(x.shape[1])
+            resuming = (initial_epoch == self.epoch and initial_epoch > 0
+                        and self.history.epoch == list(range(initial_epoch)))
+            if not resuming:
+                self.history = History()
+            if initial_epoch != self.epoch and self._resume is not None:
+                # the interrupted epoch is not the one asked for: drop it and its order
+                self.rng.bit_generator.state = self._resume["rng"]
+                self._resume = None
             for cb in callbacks:
+                cb.model = self
+            self.stop_training = False
+            run = _Run(x, y, batch_size, shuffle, callbacks, verbose, epochs, checkpoint,
+                       checkpoint_every, on_nonfinite)
+            return self._epochs(run, initial_epoch, x_val, y_val)
+
+    def _epochs(self, run, initial_epoch, x_val, y_val):
+        """The epoch loop of ``fit``: epochs ``initial_epoch .. run.epochs - 1``."""
+        with _DeferredInterrupt(run.verbose) as run.interrupt:
+            for cb in run.callbacks:
                 cb.on_train_begin()
-            for epoch in range(initial_epoch, epochs):
+            for epoch in range(initial_epoch, run.epochs):
                 if self.stop_training:
                     break
                 self.epoch = epoch
@@ -391,15 +412,15 @@ class SimpleRNNClassifier:
                                  for k, v in self._evaluate(x_val, y_val, 256).items()})
                 self.epoch = epoch + 1
                 self.history.on_epoch_end(epoch, logs)
-                for cb in callbacks:
+                for cb in run.callbacks:
                     cb.on_epoch_end(epoch, logs)
-                if checkpoint is not None:
-                    self.save(checkpoint)
-                if verbose:
-                    print(f"Epoch {epoch + 1}/{epochs}: " +
+                if run.checkpoint is not None:
+                    self.save(run.checkpoint)
+                if run.verbose:
+                    print(f"Epoch {epoch + 1}/{run.epochs}: " +
                           ", ".join(f"{k}={v:.4f}" for k, v in logs.items()), flush=True)
                 self._safe_point(run)
-            for cb in callbacks:
+            for cb in run.callbacks:
                 cb.on_train_end()
             self._safe_point(run)                  # a Ctrl-C during the last moments still counts
         return self.history

@@ -8,8 +8,12 @@ from numba.extending import overload
 
 from ._jit import FASTMATH, helper
 
-# Eigen's rational approximation of tanh in float32 (max error a few ulp on [-7.9, 7.9]).
-_CLAMP, _TINY = np.float32(7.90531110763549805), np.float32(0.0004)
+# Eigen's rational approximation of tanh in float32 (max error a few ulp on [-7.9, 7.9]). From
+# |x| >= 9.010914 on, tanh(x) rounds to exactly +-1 in float32, as np.tanh gives it: a saturated unit
+# then passes no gradient (1 - h^2 = 0) on either backend, so a diverging float32 run behaves the
+# same on both (Eigen's plateau, 1 - 2^-22, kept a gradient alive that NumPy's tanh did not).
+_CLAMP, _TINY, _SAT = np.float32(7.90531110763549805), np.float32(0.0004), np.float32(9.010914)
+_ONE = np.float32(1.0)
 _A1, _A3, _A5, _A7 = (np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04),
                       np.float32(1.48572235717979e-05), np.float32(5.12229709037114e-08))
 _A9, _A11, _A13 = (np.float32(-8.60467152213735e-11), np.float32(2.00018790482477e-13),
@@ -31,7 +35,8 @@ def _tanh(x):
             c2 = c * c
             p = c * (_A1 + c2 * (_A3 + c2 * (_A5 + c2 * (_A7 + c2 * (_A9 + c2 * (_A11 + c2 * _A13))))))
             q = _B0 + c2 * (_B2 + c2 * (_B4 + c2 * _B6))
-            return x if abs(x) < _TINY else p / q
+            r = x if abs(x) < _TINY else p / q
+            return r if abs(x) < _SAT else (_ONE if x > 0 else -_ONE)
         return impl
     return lambda x: math.tanh(x)
 

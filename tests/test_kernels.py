@@ -263,6 +263,21 @@ def test_output_dtype_is_input_dtype(backend, dtype, rng):
         assert theta.dtype == s1.dtype == s2.dtype == dtype
 
 
+def test_float32_tanh_saturates_to_exactly_one_where_it_rounds_to_one():
+    """From |x| >= 9.010914 the float32 tanh is exactly +-1 (the correctly rounded value), as
+    np.tanh gives it from 10 on: a saturated unit passes no gradient on either backend."""
+    x = np.array([9.010914, 9.02, 9.5, 10.0, 20.0, 1e6, 3e38], np.float32)
+    x = np.concatenate([x, -x])
+    one = np.ones((1, 1), np.float32)
+    zero = np.zeros((1, 1), np.float32)
+    h = K.rnn_forward(x.reshape(-1, 1, 1), one, zero, zero[0])[1, :, 0]
+    np.testing.assert_array_equal(h, np.sign(x))
+    exact = np.tanh(x.astype(np.float64)).astype(np.float32)        # correctly rounded
+    np.testing.assert_array_equal(h, exact)
+    below = np.float32(9.010913)
+    assert K.rnn_forward(below.reshape(1, 1, 1), one, zero, zero[0])[1, 0, 0] < 1
+
+
 # ------------------------------------------------------------------------------------------------
 # threads: the results are bit-identical for any thread count
 # ------------------------------------------------------------------------------------------------

@@ -314,6 +314,22 @@ def test_exploding_gradients_blow_up_without_clipping():
     assert largest_weight(m) > 1e6 or not np.isfinite(losses).all() or max(losses) > 1e3
 
 
+@pytest.mark.parametrize("optimizer", [SGD(learning_rate=1e6), Adam(learning_rate=1e30)],
+                         ids=["sgd-1e6", "adam-1e30"])
+def test_a_diverging_float32_run_goes_the_same_way_on_both_backends(optimizer):
+    """Huge learning rates saturate every tanh unit; both backends then pass no gradient through
+    them (exact +-1) and keep finite weights, instead of one raising where the other trains."""
+    x, y = w.make_data()
+    runs = []
+    for backend in ("numpy", "numba"):
+        m = w.make_model(backend, dtype="float32", optimizer=optimizer)
+        m.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        runs.append(m)
+    assert all(np.isfinite(m.theta).all() and m.step_count == 24 for m in runs)
+    np.testing.assert_allclose(runs[0].history.history["loss"], runs[1].history.history["loss"],
+                               rtol=1e-3)
+
+
 def test_clipped_sgd_step_is_the_closed_form():
     """On the exploding configuration (gradient norm about 1e11) one SGD step with
     ``global_clipnorm=1`` moves the weights by exactly ``lr * g / |g|``: the property clipping
@@ -384,6 +400,33 @@ def test_two_threads_train_two_models_at_once():
         assert m.history.history == expected.history.history
     # this machine's layer (omp here) runs them concurrently; workqueue would be serialised
     assert numba.threading_layer() in ("omp", "tbb", "workqueue")
+
+
+def test_training_one_model_from_two_threads_is_refused():
+    m = w.make_model()
+    x, y = w.make_data()
+    inside, release = threading.Event(), threading.Event()
+
+    class Hold(Callback):
+        def on_batch_end(self, step, logs=None):
+            inside.set()
+            release.wait(TIMEOUT)
+
+    first = threading.Thread(target=lambda: m.fit(x, y, epochs=1, batch_size=48, verbose=0,
+                                                  callbacks=[Hold()]))
+    first.start()
+    try:
+        assert inside.wait(TIMEOUT)
+        for second in (lambda: m.fit(x, y, epochs=1, verbose=0),
+                       lambda: m.train_on_batch(x[:8], y[:8])):
+            with pytest.raises(RuntimeError, match="being trained in another thread"):
+                second()
+    finally:
+        release.set()
+        first.join(TIMEOUT)
+    assert m.step_count == 2 and m.epoch == 1                 # the first fit alone trained
+    m.fit(x, y, epochs=1, batch_size=48, verbose=0)           # free again afterwards
+    assert m.step_count == 4
 
 
 def test_predict_from_several_threads_on_one_model():
@@ -511,6 +554,31 @@ def test_memory_does_not_grow_over_epochs(tmp_path):
           checkpoint=tmp_path / "m.npz", checkpoint_every=5, verbose=0)
     growth = rss.rss[19] - rss.rss[4]
     assert growth < 20 * 2**20, f"RSS grew {growth / 2**20:.1f} MB from epoch 5 to 20"
+
+
+def test_memory_returns_to_baseline_after_a_large_call():
+    """One predict whose scratch is about 400 MB (1,600 reviews x 1,000 tokens at once): the
+    process's RSS goes up by that much and back down afterwards (kernels.KEEP_BYTES)."""
+    code = """
+        import numpy as np
+        from fastrnn import SimpleRNNClassifier
+
+        def rss(field):
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith(field)) / 1024
+
+        m = SimpleRNNClassifier(50, 8, 32, seed=0)
+        x = np.random.default_rng(0).integers(1, 50, size=(1600, 1000)).astype(np.int32)
+        m.predict(x[:64], verbose=0)                     # compiled, small scratch kept
+        base = rss("VmRSS:")
+        m.predict(x, batch_size=1600, verbose=0)
+        print(base, rss("VmHWM:"), rss("VmRSS:"))
+    """
+    r = run_script(code)
+    assert r.returncode == 0, r.stderr
+    base, peak, after = map(float, r.stdout.split())
+    assert peak - base > 300, (base, peak, after)       # the call did use a large scratch
+    assert after - base < 40, f"RSS stayed {after - base:.0f} MB above its baseline"
 
 
 # ------------------------------------------------------------------------------------------------
