@@ -7,11 +7,12 @@ nothing.
 
 from . import callbacks, datasets, optim, preprocessing, reference
 from .callbacks import EarlyStopping, History, ModelCheckpoint
-from .model import SimpleRNNClassifier, TrainingError
+from .model import SimpleRNNClassifier, TrainingError, UnknownTextWarning
 from .optim import SGD, Adam, AdamW, RMSprop
 
 __version__ = "0.1.0"
 
-__all__ = ["SimpleRNNClassifier", "TrainingError", "SGD", "Adam", "AdamW", "RMSprop",
+__all__ = ["SimpleRNNClassifier", "TrainingError", "UnknownTextWarning", "SGD", "Adam", "AdamW",
+           "RMSprop",
            "EarlyStopping", "History", "ModelCheckpoint", "callbacks", "datasets", "optim",
            "preprocessing", "reference"]

@@ -253,10 +253,9 @@ def test_bad_verbose_is_refused(bad):
 
 
 def test_encoding_text_with_no_known_word_warns():
-    from fastrnn.model import UnknownTextWarning
     m = model()
     index = {"good": 1, "film": 2}
-    with pytest.warns(UnknownTextWarning, match=r"^1 of 3 texts \(at 1\) have no word in the "
+    with pytest.warns(fastrnn.UnknownTextWarning, match=r"^1 of 3 texts \(at 1\) have no word in the "
                                                 r"model's vocabulary of 40"):
         ids = m.encode(["a good film", "", "film"], maxlen=4, word_index=index)
     np.testing.assert_array_equal(ids, [[0, 1, 4, 5], [0, 0, 0, 1], [0, 0, 1, 5]])
