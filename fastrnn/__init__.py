@@ -13,6 +13,5 @@ from .optim import SGD, Adam, AdamW, RMSprop
 __version__ = "0.1.0"
 
 __all__ = ["SimpleRNNClassifier", "TrainingError", "UnknownTextWarning", "SGD", "Adam", "AdamW",
-           "RMSprop",
-           "EarlyStopping", "History", "ModelCheckpoint", "callbacks", "datasets", "optim",
-           "preprocessing", "reference"]
+           "RMSprop", "EarlyStopping", "History", "ModelCheckpoint", "callbacks", "datasets",
+           "optim", "preprocessing", "reference"]
