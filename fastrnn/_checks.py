@@ -203,6 +203,18 @@ def train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper, bptt_truncate)
     return x, y, optimizer(kind, hyper), truncate(bptt_truncate)
 
 
+def update_bounds(bounds):
+    """``train_step``'s ``bounds``: None, or a writable float64 array of shape (3,)."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, np.ndarray) or bounds.dtype != np.float64 or bounds.shape != (3,):
+        raise TypeError("bounds must be None or a float64 array of shape (3,), got "
+                        f"{getattr(bounds, 'dtype', type(bounds).__name__)} "
+                        f"{getattr(bounds, 'shape', '')}")
+    inplace("bounds", bounds)
+    return bounds
+
+
 def inplace(name, a):
     """An array the call updates in place: writable and C-contiguous."""
     if not a.flags.c_contiguous or not a.flags.writeable:

@@ -125,6 +125,7 @@ class SimpleRNNClassifier:
         self.history = History()
         self.stop_training = False
         self._training_lock = threading.RLock()     # one training thread (see Notes)
+        self._bounds = np.full(3, np.nan)   # the overflow check's bounds (train_step); NaN: unknown
 
     # --- parameters ----------------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class SimpleRNNClassifier:
             arrays.append(w)
         for (_, view), w in zip(views, arrays):
             view[...] = w
+        self._bounds[:] = np.nan
 
     # --- one batch -----------------------------------------------------------------------------
 
@@ -191,22 +193,23 @@ class SimpleRNNClassifier:
     def train_on_batch(self, x, y):
         """One optimizer step on the batch; returns the batch loss (before the step).
 
-        A non-finite gradient updates nothing (the returned loss then says why); ``fit`` turns it
-        into a :class:`TrainingError`.
+        A non-finite loss or gradient, or an update that would make a weight or optimizer state
+        non-finite, updates nothing; ``fit`` turns that into a :class:`TrainingError`.
         """
         x, y = self._check(x, y)
         with self._training():
             return self._train_batch(x, y)[0]
 
     def _train_batch(self, x, y):
+        """One fused step; returns ``(loss, n_correct, grad_norm, applied)``."""
         with self._backend_call():
-            loss, correct, norm = self.backend.train_step(
+            result = self.backend.train_step(
                 self.theta, self.grad, self.s1, self.s2, self.step_count + 1, self.dims, x, y,
                 self.optimizer.kind, self.optimizer.hyper(), self.config["mask_zero"],
-                self.config["bptt_truncate"], self.config["lazy_embedding"])
-        if math.isfinite(norm):
+                self.config["bptt_truncate"], self.config["lazy_embedding"], self._bounds)
+        if result[3]:
             self.step_count += 1
-        return loss, correct, norm
+        return result
 
     def test_on_batch(self, x, y):
         """The loss on a batch, without training."""
@@ -393,6 +396,7 @@ class SimpleRNNClassifier:
             for cb in callbacks:
                 cb.model = self
             self.stop_training = False
+            self._bounds[:] = np.nan          # the weights may have been written since
             run = _Run(x, y, batch_size, shuffle, callbacks, verbose, epochs, checkpoint,
                        checkpoint_every, on_nonfinite)
             return self._epochs(run, initial_epoch, x_val, y_val)
@@ -460,16 +464,16 @@ class SimpleRNNClassifier:
         seen_here = 0
         for b in range(state["batch"], n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
-            loss, correct, norm = self._train_batch(x[idx], y[idx])
-            stepped = math.isfinite(norm)
-            if not (math.isfinite(loss) and stepped):
+            loss, correct, norm, stepped = self._train_batch(x[idx], y[idx])
+            if not stepped:
                 if run.on_nonfinite == "raise":
-                    what = "gradient" if not stepped else "loss"
-                    weights = ("the weights are those before this step" if not stepped else
-                               "the step was applied (finite gradient)")
+                    what = ("gradient" if not math.isfinite(norm) else
+                            "loss" if not math.isfinite(loss) else
+                            "update (it would make weights or optimizer state overflow)")
                     raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, "
-                                        f"step {b + 1} of {n_batches}; {weights} (lower the "
-                                        "learning rate or set global_clipnorm on the optimizer)")
+                                        f"step {b + 1} of {n_batches}; the weights are those "
+                                        "before this step (lower the learning rate or set "
+                                        "global_clipnorm on the optimizer)")
                 state["skipped"] += 1
             else:
                 state["loss"] += loss * len(idx)

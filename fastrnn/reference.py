@@ -210,28 +210,47 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
 
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
-               bptt_truncate=None, lazy=False):
+               bptt_truncate=None, lazy=False, bounds=None):
     """One training step on the batch ``(x, y)``: forward, loss, backward, clip, update.
 
     ``step`` is the optimizer's step number (1 for the first). With ``lazy`` the embedding rows
     that do not occur in ``x`` are left alone (parameters and optimizer state); otherwise every
     parameter is updated, as in Keras and PyTorch. A loss or gradient that is not finite (NaN or
     inf) updates nothing: parameters and optimizer state stay as they were, and the caller decides.
-    Returns ``(loss, n_correct, grad_norm)``.
+
+    ``bounds`` (a float64 array of 3, or None) turns on the overflow check: an update that would
+    make any parameter or optimizer state non-finite updates nothing either. The array carries
+    upper bounds of ``sum |theta|, sum |s1|, sum |s2|`` from step to step (NaN: unknown); the
+    compiled backend uses them to skip the check when no overflow is possible, and this one
+    writes the exact sums.
+
+    Returns ``(loss, n_correct, grad_norm, applied)``.
     """
     x, y, hyper, bptt_truncate = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
                                                          bptt_truncate)
+    bounds = _checks.update_bounds(bounds)
     loss, logits = loss_and_grad(theta, dims, x, y, grad, mask_zero, bptt_truncate)
+    correct = int((logits.argmax(axis=1) == y).sum())
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
     if not (np.isfinite(norm) and np.isfinite(loss)):
-        return float(loss), int((logits.argmax(axis=1) == y).sum()), norm
+        return float(loss), correct, norm, False
+    new = (theta, s1, s2) if bounds is None else (theta.copy(), s1.copy(), s2.copy())
     V, D = dims[0], dims[1]
-    if lazy and V:
-        rows = np.unique(x)
-        view = lambda a: a[:V * D].reshape(V, D)            # noqa: E731
-        optimizer_update(kind, hyper, step, view(theta), view(grad), view(s1), view(s2), rows)
-        tail = slice(V * D, None)
-        optimizer_update(kind, hyper, step, theta[tail], grad[tail], s1[tail], s2[tail])
-    else:
-        optimizer_update(kind, hyper, step, theta, grad, s1, s2)
-    return float(loss), int((logits.argmax(axis=1) == y).sum()), norm
+    with np.errstate(over="ignore", invalid="ignore"):
+        if lazy and V:
+            rows = np.unique(x)
+            view = lambda a: a[:V * D].reshape(V, D)            # noqa: E731
+            optimizer_update(kind, hyper, step, view(new[0]), view(grad), view(new[1]),
+                             view(new[2]), rows)
+            tail = slice(V * D, None)
+            optimizer_update(kind, hyper, step, new[0][tail], grad[tail], new[1][tail],
+                             new[2][tail])
+        else:
+            optimizer_update(kind, hyper, step, new[0], grad, new[1], new[2])
+    if bounds is not None:
+        if not all(np.isfinite(a).all() for a in new):
+            return float(loss), correct, norm, False
+        for a, b in zip((theta, s1, s2), new):
+            a[...] = b
+        bounds[:] = [np.abs(a).sum() for a in new]
+    return float(loss), correct, norm, True

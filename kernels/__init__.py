@@ -128,7 +128,7 @@ def softmax_xent(logits, y):
 
 
 def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, kind=0,
-           hyper=None, mask_zero=False, k=None, lazy=False):
+           hyper=None, mask_zero=False, k=None, lazy=False, bounds=None):
     """Run the compiled whole-model entry point (arguments already checked); return
     ``(logits, stats)``."""
     dt = theta.dtype
@@ -137,7 +137,7 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
     nt, nc = numba.get_num_threads(), chunks(B)
     ints = _ints(B=B, T=T, V=V, D=D, H=H, C=C, MASK_ZERO=int(bool(mask_zero)), K=k or 0,
                  FLAGS=0 if mode == _step.FORWARD else WANT_GRAD, KIND=int(kind), NC=nc, NT=nt)
-    logits, stats = np.empty((B, C), dt), np.zeros(3 + 2 * nc)
+    logits, stats = np.empty((B, C), dt), np.zeros(4 + max(2 * nc, 3 * nt))
     unused = np.empty(0, dt)
     _step.model(dt, mode, _c(theta, dt), unused if grad is None else grad,
                 unused if s1 is None else s1, unused if s2 is None else s2, int(step),
@@ -145,7 +145,8 @@ def _model(mode, theta, dims, x, y=None, grad=None, s1=None, s2=None, step=0, ki
                 np.zeros(0, np.int64) if y is None else _c(y, np.int64), np.zeros(V, np.uint8),
                 np.empty(V, np.int64), np.empty(min(V, ids.size), np.int64),
                 np.empty(T * B, np.uint8), logits, stats,
-                _workspace(dt, _step.workspace_size.py_func(dims, B, T)), _tasks.task.address(dt),
+                _workspace(dt, _step.workspace_size.py_func(dims, B, T)),
+                np.empty(0) if bounds is None else bounds, _tasks.task.address(dt),
                 _step.fork.address(dt))
     return logits, stats
 
@@ -247,9 +248,10 @@ def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsil
 
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
-               bptt_truncate=None, lazy=False):
+               bptt_truncate=None, lazy=False, bounds=None):
     x, y, hyper, k = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
                                              bptt_truncate)
+    bounds = _checks.update_bounds(bounds)
     stats = _model(_step.TRAIN_STEP, theta, dims, x, y, grad, s1, s2, step, kind, hyper,
-                   mask_zero, k, lazy)[1]
-    return float(stats[0]), int(stats[1]), float(stats[2])
+                   mask_zero, k, lazy, bounds)[1]
+    return float(stats[0]), int(stats[1]), float(stats[2]), bool(stats[3])

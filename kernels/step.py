@@ -23,9 +23,9 @@ from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_E
 from ._jit import (Arr, address_of, f64, function_at, helper, i32, i64, jit, keep_alive, u8,
                    void)
 from ._math import assign, typed, zero
-from .tasks import (ARGS, B_, C_, CHUNK, D_, H_, HI, KIND, LO, N_CONSTS, N_ROWS, NC, NT, PROJECT,
-                    T_, TEMPLATE, TOKEN_BACKWARD, UPDATE_ALL_ROWS, UPDATE_RANGE, UPDATE_ROWS, V_,
-                    softmax_xent)
+from .tasks import (ARGS, B_, C_, CHECK_ONLY, CHUNK, D_, FLAGS, H_, HI, KIND, LO, N_CONSTS, N_ROWS,
+                    NC, NT, PROJECT, T_, TEMPLATE, TOKEN_BACKWARD, UPDATE_ALL_ROWS, UPDATE_RANGE,
+                    UPDATE_ROWS, V_, softmax_xent)
 
 _b = i64  # flags travel as int64: one signature, no bool/int ambiguity
 task_at = function_at(TEMPLATE)
@@ -130,23 +130,83 @@ def scratch(work, n):
 FORWARD, LOSS_AND_GRAD, TRAIN_STEP = 0, 1, 2
 
 
+@helper
+def all_finite(a):
+    """No NaN or inf in ``a`` (tested one by one: the fastmath flags may fold a test of a sum)."""
+    for i in range(a.size):
+        if not np.isfinite(a[i]):
+            return False
+    return True
+
+
+@helper
+def abs_sum(a):
+    """``sum(|a|)`` accumulated in float64."""
+    total = 0.0
+    for i in range(a.size):
+        total += abs(float(a[i]))
+    return total
+
+
+@helper
+def update_is_safe(kind, k, g_max, bounds, limit):
+    """Whether no new value of the update with constants ``k`` (``consts``) can exceed ``limit``,
+    judged from ``bounds`` (the sums of ``|p|, |s1|, |s2|`` after the last update, so at least
+    their largest values; NaN: unknown) and ``g_max`` (at least the largest ``|scale * g|``).
+    Adam and SGD's ``m`` / momentum buffer are convex or geometric combinations of past
+    gradients and RMSprop's step is at most ``lr g / sqrt(eps)``, which bounds every step."""
+    P, M, S = bounds[0], bounds[1], bounds[2]
+    if not (all_finite(bounds) and g_max * g_max <= limit):
+        return False
+    lr, a, one_a, b, one_b = float(k[0]), float(k[1]), float(k[2]), float(k[3]), float(k[4])
+    eps, lr_bc1, inv_bc2, decay = float(k[5]), float(k[6]), float(k[7]), float(k[8])
+    if kind == ADAM_KIND:
+        m, s = a * M + one_a * g_max, b * S + one_b * g_max * g_max
+        return m <= limit and s * inv_bc2 <= limit and P * abs(decay) + lr_bc1 * m / eps <= limit
+    if kind == RMSPROP_KIND:
+        s = b * M + one_b * g_max * g_max
+        return s + eps <= limit and lr * g_max <= limit and P + lr * g_max / np.sqrt(eps) <= limit
+    buf = a * M + g_max
+    return buf <= limit and P + lr * buf <= limit
+
+
+@helper
+def run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums):
+    """The optimizer update's parts: the dense tail (``UPDATE_RANGE``), then the embedding rows;
+    ``sums[:3]`` and ``sums[3:]`` the two jobs' sums of their new values (``update_rows``)."""
+    fork(address, np.int64(UPDATE_RANGE), n_range, theta, args)
+    zero(sums)
+    for c in range(n_range):
+        for j in range(3):
+            sums[j] += stats[4 + 3 * c + j]
+    if n_rows > 0:
+        fork(address, np.int64(UPDATE_ROWS if lazy else UPDATE_ALL_ROWS), n_rows, theta, args)
+        for c in range(n_rows):
+            for j in range(3):
+                sums[3 + j] += stats[4 + 3 * c + j]
+
+
 @jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, Arr(f64, 1), _b,
                     Arr(i64, 1), Arr(i32, 2), Arr(F, 3), Arr(i64, 1), Arr(u8, 1), Arr(i64, 1),
-                    Arr(i64, 1), Arr(u8, 1), Arr(F, 2), Arr(f64, 1), Arr(F, 1), i64, i64))
+                    Arr(i64, 1), Arr(u8, 1), Arr(F, 2), Arr(f64, 1), Arr(F, 1), Arr(f64, 1), i64,
+                    i64))
 def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched, slot, rows, Mb,
-          logits, stats, work, address, fork_address):
+          logits, stats, work, bounds, address, fork_address):
     """The whole classifier on one batch, by ``mode``:
 
     - FORWARD: the logits;
     - LOSS_AND_GRAD: the loss in ``stats[0]`` and the full gradient in ``grad``;
-    - TRAIN_STEP: the fused step; ``stats[:3] = (loss, n_correct, grad_norm)``. The embedding
-      gradient is written for the rows in the batch only, and a non-finite loss or norm updates
-      nothing.
+    - TRAIN_STEP: the fused step; ``stats[:4] = (loss, n_correct, grad_norm, applied)``. The
+      embedding gradient is written for the rows in the batch only, and a non-finite loss or norm
+      updates nothing (``applied`` 0). With ``bounds (3,)`` (else empty) an update that would
+      make a weight or optimizer state non-finite also updates nothing: when ``update_is_safe``
+      cannot rule it out, every new value is computed and checked before any is written.
+      ``bounds`` is then updated for the next step (NaN: unknown, which makes that step check).
 
     The caller passes the task's integers ``ints`` (all but ``N_ROWS``), ``touched`` zeroed and
-    the scratch ``slot, rows (V,)``, ``Mb (T B,)``, ``stats (3 + 2 NC,)`` (after the results, the
-    chunks' loss sums and counts of correct rows) and ``work`` (used when it holds
-    ``workspace_size`` elements, else allocated).
+    the scratch ``slot, rows (V,)``, ``Mb (T B,)``, ``stats (4 + max(2 NC, 3 NT),)`` (after the
+    results, the chunks' loss sums and counts of correct rows, then the update parts' sums) and
+    ``work`` (used when it holds ``workspace_size`` elements, else allocated).
     """
     B, T, V, D, H, C = ints[B_], ints[T_], ints[V_], ints[D_], ints[H_], ints[C_]
     nc, nt = ints[NC], ints[NT]
@@ -177,7 +237,7 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
     e3 = fbuf[:0].reshape((0, 0, 0))
     arrays = (ints, consts, ids, x, Mb[:0].reshape((0, 0)), y, EW, slot, rows,
               scratch(work, workspace_size((V, D, H, C), B, T)), Mb,
-              logits, parts, stats[3:], e3, dEW[:0], e3, Ec, dEW, dEc, grad, s1, s2, touched)
+              logits, parts, stats[4:], e3, dEW[:0], e3, Ec, dEW, dEc, grad, s1, s2, touched)
     args = address_of(arrays)
     fork = fork_at(fork_address, theta)
     if V > 0:
@@ -196,9 +256,9 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
             assign(grad[rows[r] * D:rows[r] * D + D], dEc[r])
     loss = correct = 0.0
     for c in range(nc):
-        loss += stats[3 + 2 * c]
-        correct += stats[4 + 2 * c]
-    stats[0], stats[1] = loss / B, correct
+        loss += stats[4 + 2 * c]
+        correct += stats[5 + 2 * c]
+    stats[0], stats[1], stats[3] = loss / B, correct, 0
     if mode == LOSS_AND_GRAD:
         return
     # global norm over the gradient (embedding rows outside the batch have zero gradient)
@@ -209,12 +269,29 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
     stats[2] = norm
     if not (np.isfinite(norm) and np.isfinite(loss)):     # update nothing; the caller decides
         return
-    step_constants(ints[KIND], hyper, step, clip_scale(norm, hyper[CLIPNORM]), consts)
+    scale = clip_scale(norm, hyper[CLIPNORM])
+    step_constants(ints[KIND], hyper, step, scale, consts)
     ints[LO], ints[HI] = tail, grad.size
-    fork(address, np.int64(UPDATE_RANGE), nt if grad.size - tail >= 1 << 16 else 1, theta, args)
-    if V > 0:
-        fork(address, np.int64(UPDATE_ROWS if lazy else UPDATE_ALL_ROWS),
-             max(1, min(n if lazy else V, nt)), theta, args)
+    n_range = nt if grad.size - tail >= 1 << 16 else 1
+    n_rows = max(1, min(n if lazy else V, nt)) if V > 0 else 0
+    sums = np.empty(6)
+    if bounds.size == 3:                          # refuse an update that overflows
+        limit = np.finfo(theta.dtype).max / 4
+        if not all_finite(bounds):                # unknown: measure them once
+            bounds[0], bounds[1], bounds[2] = abs_sum(theta), abs_sum(s1), abs_sum(s2)
+        if not all_finite(consts):                # e.g. a learning rate too large for float32
+            return
+        if not update_is_safe(ints[KIND], consts, scale * norm, bounds, limit):
+            ints[FLAGS] |= CHECK_ONLY
+            run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums)
+            ints[FLAGS] &= ~CHECK_ONLY
+            if not all_finite(sums):
+                return
+    run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums)
+    stats[3] = 1
+    if bounds.size == 3:          # lazy: the rows not in the batch keep what bounds[] bounded
+        for j in range(3):
+            bounds[j] = sums[j] + sums[3 + j] + (bounds[j] if lazy else 0.0)
     keep_alive(arrays)                            # (each return above comes after its last fork)
 
 

@@ -17,7 +17,9 @@ Jobs:
   partial ``W_xh`` gradient; thread ``c`` owns a block of the distinct ids, so no two threads add
   into one row;
 - ``UPDATE_RANGE``, ``UPDATE_ROWS``, ``UPDATE_ALL_ROWS``: the optimizer update of part of a
-  contiguous range, of the listed rows of the embedding (lazy), or of every row.
+  contiguous range, of the listed rows of the embedding (lazy), or of every row; part ``c``
+  writes the sums of its new values to ``stats[3 c:3 c + 3]`` (``update_rows``), and with
+  ``CHECK_ONLY`` computes them without writing anything.
 
 Scratch buffers are chunk-major: chunk ``c`` (rows ``b0:b1``, ``nb`` of them) owns one contiguous
 block of each, seen as ``X (T, nb, D)``, ``P (T, nb, H)``, ``hs (T + 1, nb, H)`` and the step mask
@@ -45,7 +47,7 @@ INTS = ("B", "T", "V", "D", "H", "C", "MASK_ZERO", "K", "FLAGS", "KIND", "N_ROWS
         "NT")
 B_, T_, V_, D_, H_, C_, MASK_ZERO, K, FLAGS, KIND, N_ROWS, LO, HI, NC, NT = range(len(INTS))
 # bits of ints[FLAGS]
-WANT_GRAD, HS_IN, HS_OUT, DX_OUT = 1, 2, 4, 8
+WANT_GRAD, HS_IN, HS_OUT, DX_OUT, CHECK_ONLY = 1, 2, 4, 8, 16
 # ``consts``: step_constants (9 values), then the gradient scale
 N_CONSTS = 10
 
@@ -103,38 +105,56 @@ def softmax_xent(logits, y, B, dlogits):
 
 
 @helper
-def update_rows(kind, k, p, g, s1, s2, scale, D, rows, touched, r0, r1):
+def update_rows(kind, k, p, g, s1, s2, scale, D, rows, touched, r0, r1, write, sums):
     """Update rows ``r0:r1`` of the ``(., D)`` blocks stored flat in ``p, g, s1, s2``, with gradient
     ``scale * g``: row ``r`` is ``rows[r]`` (``r`` itself when ``rows`` is empty), and a row ``v``
     with ``touched[v] == 0`` (when ``touched`` is not empty) has zero gradient (its ``g`` is not
     read). ``k`` as ``consts``; one inner loop per kind keeps the loops branch-free, so they
-    vectorise."""
+    vectorise.
+
+    ``sums[:3]`` receives the float64 sums of ``|p|``, ``|s1|``, ``|s2|`` over the new values of
+    these rows: bounds on their largest values for the next step's overflow check, and NaN or inf
+    exactly when a new value is not finite. With ``write`` false nothing is written (the check
+    that comes before an update that might overflow).
+    """
     lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay = k
     zeros = np.empty(D, p.dtype)
     zero(zeros)
+    scratch = np.empty(0 if write else 3 * D, p.dtype)
+    sp = s1_sum = s2_sum = 0.0
     for r in range(r0, r1):
         v = rows[r] if rows.size > 0 else np.int64(r)
         lo = v * D
         gv = g[lo:lo + D] if touched.size == 0 or touched[v] else zeros
         pv, s1v, s2v = p[lo:lo + D], s1[lo:lo + D], s2[lo:lo + D]
+        po, s1o, s2o = ((pv, s1v, s2v) if write else
+                        (scratch[:D], scratch[D:2 * D], scratch[2 * D:]))
         if kind == ADAM_KIND:              # m, v; p -= lr m_hat / (sqrt(v_hat) + eps), decayed
             for i in range(D):
                 gi = scale * gv[i]
                 m = a * s1v[i] + one_a * gi
                 s = b * s2v[i] + one_b * gi * gi
-                s1v[i], s2v[i] = m, s
-                pv[i] = pv[i] * decay - lr_bc1 * m / (np.sqrt(s * inv_bc2) + eps)
+                pn = pv[i] * decay - lr_bc1 * m / (np.sqrt(s * inv_bc2) + eps)
+                s1o[i], s2o[i], po[i] = m, s, pn
+                sp += abs(float(pn))
+                s1_sum += abs(float(m))
+                s2_sum += float(s)
         elif kind == RMSPROP_KIND:         # mean square; p -= lr g / sqrt(ms + eps)
             for i in range(D):
                 gi = scale * gv[i]
                 s = b * s1v[i] + one_b * gi * gi
-                s1v[i] = s
-                pv[i] -= lr * gi / np.sqrt(s + eps)
+                pn = pv[i] - lr * gi / np.sqrt(s + eps)
+                s1o[i], po[i] = s, pn
+                sp += abs(float(pn))
+                s1_sum += float(s)
         else:                              # SGD, momentum buffer (PyTorch's form)
             for i in range(D):
                 buf = a * s1v[i] + scale * gv[i]
-                s1v[i] = buf
-                pv[i] -= lr * buf
+                pn = pv[i] - lr * buf
+                s1o[i], po[i] = buf, pn
+                sp += abs(float(pn))
+                s1_sum += abs(float(buf))
+    sums[0], sums[1], sums[2] = sp, s1_sum, s2_sum
 
 
 @_task(TEMPLATE)
@@ -193,7 +213,7 @@ def task(job, c, n, theta, address):
             rows, touched = (rows, touched[:0]) if job == UPDATE_ROWS else (rows[:0], touched)
         hi = lo + (width if job == UPDATE_RANGE else theta.size)
         update_rows(kind, hp, theta[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], scale, width, rows,
-                    touched, r0, r1)
+                    touched, r0, r1, not ints[FLAGS] & CHECK_ONLY, stats[3 * c:3 * c + 3])
         return
 
     # job == CHUNK

@@ -183,20 +183,28 @@ TRAIN_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[7]]          # all sizes 1, T=1, od
 @pytest.mark.parametrize("lazy", [False, True], ids=["dense", "lazy"])
 @pytest.mark.parametrize("opt_id", helpers.OPTIMIZER_IDS)
 @pytest.mark.parametrize("shape", TRAIN_SHAPES, ids=[s.name for s in TRAIN_SHAPES])
-def test_train_step(shape, opt_id, lazy, dtype, rng):
-    """Three steps; before each, the float64 reference starts from the kernel's current state."""
+@pytest.mark.parametrize("checked", [False, True], ids=["unchecked", "overflow-checked"])
+def test_train_step(shape, opt_id, lazy, dtype, rng, checked):
+    """Three steps; before each, the float64 reference starts from the kernel's current state.
+    Checked: the first step checks every new value before writing (its bounds are unknown), the
+    next ones find from the bounds that no overflow is possible; the numbers are the same."""
     opt = helpers.optimizers(clipnorm=0.05)[opt_id]       # small: clipping is active
     dims, theta, _, _ = model_batch(rng, shape, dtype, dense=False)
     grad, s1, s2 = helpers.state_buffers(theta)
+    bounds = np.full(3, np.nan) if checked else None
     for step in (1, 2, 3):
         x = helpers.make_ids(rng, shape.B, shape.T, shape.V)
         y = helpers.make_labels(rng, shape.B, shape.C)
         ref = [as64(a) for a in (theta, grad, s1, s2)]
         out = K.train_step(theta, grad, s1, s2, step, dims, x, y, opt.kind, opt.hyper(),
-                           mask_zero=True, bptt_truncate=shape.k, lazy=lazy)
+                           mask_zero=True, bptt_truncate=shape.k, lazy=lazy, bounds=bounds)
         want = R.train_step(*ref, step, dims, x, y, opt.kind, opt.hyper(), mask_zero=True,
                             bptt_truncate=shape.k, lazy=lazy)
         assert type(out[0]) is float and type(out[1]) is int and type(out[2]) is float
+        assert out[3] is True and want[3] is True
+        if checked:       # upper bounds of the sums (exact but for rounding when not lazy)
+            sums = [float(np.abs(as64(a)).sum()) for a in (theta, s1, s2)]
+            assert all(b >= v * (1 - 1e-5) for b, v in zip(bounds, sums)), (bounds, sums)
         assert out[2] > 0.05, "clipping is not active"
         assert out[1] == want[1], "n_correct"
         assert_close(out[0], want[0], dtype, shape.T, f"step {step} loss")
@@ -367,7 +375,7 @@ def train(backend, dtype, opt, dense, mask_zero, k, lazy, n_steps=20, seed=42):
     losses = []
     for step in range(1, n_steps + 1):
         x, y = batches[step % 2]                         # two batches, cycled: the loss goes down
-        loss, _, _ = backend.train_step(theta, grad, s1, s2, step, dims, x, y, opt.kind,
+        loss, *_ = backend.train_step(theta, grad, s1, s2, step, dims, x, y, opt.kind,
                                         opt.hyper(), mask_zero=mask_zero, bptt_truncate=k,
                                         lazy=lazy)
         losses.append(loss)

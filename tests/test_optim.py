@@ -186,9 +186,10 @@ def test_train_step_composition(backend, opt_id, lazy, rng):
     theta0 = helpers.make_theta(rng, dims)
     x, y = np.array([[0, 2, 5], [3, 5, 1]]), np.array([2, 0])
     theta, (grad, s1, s2) = theta0.copy(), helpers.state_buffers(theta0)
-    loss, n_correct, norm = backend.train_step(theta, grad, s1, s2, 1, dims, x, y, opt.kind,
-                                               opt.hyper(), mask_zero=True, bptt_truncate=2,
-                                               lazy=lazy)
+    loss, n_correct, norm, applied = backend.train_step(theta, grad, s1, s2, 1, dims, x, y,
+                                                        opt.kind, opt.hyper(), mask_zero=True,
+                                                        bptt_truncate=2, lazy=lazy)
+    assert applied is True
     g = np.empty_like(theta0)
     want_loss, logits = helpers.reference().loss_and_grad(theta0, dims, x, y, g, mask_zero=True,
                                                           bptt_truncate=2)
@@ -224,9 +225,10 @@ def test_train_step_with_non_finite_gradient_updates_nothing(backend, dtype, laz
     s1, s2 = (np.abs(rng.standard_normal(theta.size)).astype(dtype) for _ in range(2))
     before = [a.copy() for a in (theta, s1, s2)]
     opt = optim.AdamW(global_clipnorm=1.0)
-    loss, _, norm = backend.train_step(theta, grad, s1, s2, 3, dims, np.array([[0, 2, 5], [3, 5, 1]]),
-                                       np.array([2, 0]), opt.kind, opt.hyper(), lazy=lazy)
-    assert math.isnan(norm) and math.isnan(loss)
+    loss, _, norm, applied = backend.train_step(theta, grad, s1, s2, 3, dims,
+                                                np.array([[0, 2, 5], [3, 5, 1]]),
+                                                np.array([2, 0]), opt.kind, opt.hyper(), lazy=lazy)
+    assert math.isnan(norm) and math.isnan(loss) and applied is False
     for a, b, name in zip((theta, s1, s2), before, ["theta", "s1", "s2"]):
         np.testing.assert_array_equal(a, b, err_msg=name)
 

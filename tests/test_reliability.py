@@ -265,7 +265,7 @@ def test_non_finite_loss_is_named(monkeypatch):
     def nan_loss_at_call_5(*args, **kwargs):
         calls.append(1)
         if len(calls) == 5:
-            return float("nan"), 0, float("nan")
+            return float("nan"), 0, float("nan"), False
         return real(*args, **kwargs)
 
     monkeypatch.setattr(m.backend, "train_step", nan_loss_at_call_5)
@@ -328,6 +328,50 @@ def test_a_diverging_float32_run_goes_the_same_way_on_both_backends(optimizer):
     assert all(np.isfinite(m.theta).all() and m.step_count == 24 for m in runs)
     np.testing.assert_allclose(runs[0].history.history["loss"], runs[1].history.history["loss"],
                                rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("optimizer", [Adam(learning_rate=1e300), SGD(learning_rate=1e300)],
+                         ids=["adam", "sgd"])
+def test_an_overflowing_update_is_refused_at_its_step(backend, optimizer):
+    """A learning rate of 1e300 is inf in float32: the first update would write inf; it is
+    refused there, and the weights really are the last good ones."""
+    m = w.make_model(backend, dtype="float32", optimizer=optimizer)
+    before = [a.copy() for a in (m.theta, m.s1, m.s2)]
+    x, y = w.make_data()
+    with pytest.raises(TrainingError, match=r"non-finite update \(it would make weights or "
+                                            r"optimizer state overflow\) at epoch 1, step 1 of"):
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert m.step_count == 0
+    for now, then in zip((m.theta, m.s1, m.s2), before):
+        np.testing.assert_array_equal(now, then)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_finite_step_whose_result_overflows_is_refused_on_both_backends(dtype):
+    """Finite constants, but a momentum buffer (optimizer state, e.g. from a file) of half the
+    dtype's range: ``p -= 4 * (0.9 * buf + g)`` overflows for that weight. Every new value is
+    checked before any is written, so nothing changes."""
+    from fastrnn import kernels, layout, optim, reference
+    rng = np.random.default_rng(0)
+    dims = (7, 3, 4, 2)
+    theta = (0.1 * rng.standard_normal(layout.size(dims))).astype(dtype)
+    x, y = rng.integers(0, 7, (6, 5)), rng.integers(0, 2, 6)
+    s1 = np.zeros_like(theta)
+    s1[-5] = np.finfo(dtype).max / 2
+    hyper = optim.SGD(learning_rate=4.0, momentum=0.9).hyper()
+    for backend in (reference, kernels):
+        for lazy in (False, True):
+            t, g, b, s2 = theta.copy(), np.zeros_like(theta), s1.copy(), np.zeros_like(theta)
+            result = backend.train_step(t, g, b, s2, 1, dims, x, y, optim.SGD_KIND, hyper,
+                                        lazy=lazy, bounds=np.full(3, np.nan))
+            assert np.isfinite(result[0]) and np.isfinite(result[2]) and result[3] is False
+            np.testing.assert_array_equal(t, theta)
+            np.testing.assert_array_equal(b, s1)
+            b[-5] = 0                                  # a sane state: the same step goes through
+            result = backend.train_step(t, g, b, s2, 1, dims, x, y, optim.SGD_KIND, hyper,
+                                        lazy=lazy, bounds=np.full(3, np.nan))
+            assert result[3] is True and np.isfinite(t).all() and not np.array_equal(t, theta)
 
 
 def test_clipped_sgd_step_is_the_closed_form():
