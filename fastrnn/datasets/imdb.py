@@ -219,6 +219,8 @@ def _locate(fname, path, download):
     for _, file in places:
         if file and file.is_file():
             return file
+        if file and file.exists() and not file.is_dir():      # a FIFO, a device: say so
+            open_regular(file)
 
     url = BASE_URL + fname
     if not download:
@@ -317,7 +319,9 @@ class _Run:
         self.start, self.end = start, end
 
 
-_INT_RUN = re.compile(rb"(?:K.|M..|J....)+", re.DOTALL)
+# at most 1024 per match: the regex engine keeps state per repetition (a run of millions ran out
+# of memory); longer runs become several _Runs (the pickler writes at most 1000 per APPENDS)
+_INT_RUN = re.compile(rb"(?:K.|M..|J....){1,1024}", re.DOTALL)
 _GETTABLE = (str, bytes, int, _Global, type(None))   # a memo reference to a list would alias it
 _MAX_NAME = 256                                     # longest module or global name read
 
@@ -523,33 +527,40 @@ def _object_array(tree, count, name):
     return items
 
 
-def _decode(data, seqs, batch=4096):
+def _decode(data, seqs, batch_bytes=1 << 22):
     """``(tokens int64, lengths intp)`` of the sequences from `_object_array`.
 
-    A `_Run` is bytes already checked to be nothing but BININT1/BININT2/BININT opcodes; the runs
-    of ``batch`` sequences are framed as ``MARK (MARK <runs> LIST)... LIST STOP``, a pickle that
-    can only make lists of ints, and decoded by the standard C unpickler (ten times faster than
-    a Python loop over six million opcodes).
+    A `_Run` is bytes already checked to be nothing but BININT1/BININT2/BININT opcodes; batches
+    of runs (about ``batch_bytes`` of them) are framed as ``MARK (MARK <run> LIST)... LIST
+    STOP``, a pickle that can only make lists of ints, and decoded by the standard C unpickler
+    (ten times faster than a Python loop over six million opcodes). Memory beyond the result:
+    one batch.
     """
-    tokens, lengths = [], []
-    for b in range(0, len(seqs), batch):
-        parts = [b"\x80\x02("]
-        for seq in seqs[b:b + batch]:
-            parts.append(b"(")
-            for item in seq:
-                if type(item) is _Run:
-                    parts.append(data[item.start:item.end])
-                else:                                   # a single APPENDed int: LONG1, 8 bytes
-                    parts.append(b"\x8a\x08" + item.to_bytes(8, "little", signed=True))
-            parts.append(b"l")
-        parts.append(b"l.")
-        lists = pickle.loads(b"".join(parts))
+    runs, owners = [], []                       # each run's opcodes, and its sequence
+    for k, seq in enumerate(seqs):
+        for item in seq:
+            if type(item) is _Run:
+                runs.append(data[item.start:item.end])
+            else:                               # a single APPENDed int: LONG1, 8 bytes
+                runs.append(b"\x8a\x08" + item.to_bytes(8, "little", signed=True))
+            owners.append(k)
+    tokens, counts = [], []
+    start = 0
+    while start < len(runs):
+        stop, size = start, 0
+        while stop < len(runs) and (size < batch_bytes or stop == start):
+            size += len(runs[stop])
+            stop += 1
+        lists = pickle.loads(b"".join([b"\x80\x02(", *chain.from_iterable(
+            (b"(", run, b"l") for run in runs[start:stop]), b"l."]))
         n = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
-        lengths.append(n)
+        counts.append(n)
         tokens.append(np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(n.sum())))
-    if not lengths:
-        return np.zeros(0, np.int64), np.zeros(0, np.intp)
-    return np.concatenate(tokens), np.concatenate(lengths)
+        start = stop
+    lengths = np.bincount(np.asarray(owners, dtype=np.intp),
+                          weights=np.concatenate(counts) if counts else None,
+                          minlength=len(seqs)).astype(np.intp)
+    return (np.concatenate(tokens) if tokens else np.zeros(0, np.int64)), lengths
 
 
 def _damaged(file, err):
