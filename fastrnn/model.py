@@ -525,7 +525,8 @@ class SimpleRNNClassifier:
         model.rng.bit_generator.state = meta["rng"]
         model._resume = meta["resume"]
         model.history.history = {k: list(v) for k, v in meta["history"].items()}
-        model.history.epoch = list(range(model.epoch))
+        recorded = max(map(len, model.history.history.values()), default=0)
+        model.history.epoch = list(range(model.epoch - recorded, model.epoch))
         return model
 
     def __repr__(self):
@@ -716,6 +717,7 @@ def _check_meta(meta):
     h = meta.get("history")
     need(isinstance(h, dict) and all(isinstance(v, list) for v in h.values()), "bad history")
     need(all(number(v) for values in h.values() for v in values), "bad history values")
+    need(all(len(v) <= meta["epoch"] for v in h.values()), "more history than epochs")
 
 
 def _progress(total, desc, verbose, initial=0):
