@@ -317,6 +317,8 @@ class NpzReader:
         if found_dtype.hasobject:
             raise ValueError(f"array {name!r} holds Python objects (dtype {found_dtype}); "
                              "they would need pickle, which is never used to load a model")
+        if any(n < 0 for n in found_shape):
+            raise ValueError(f"array {name!r} has a negative size in its shape {found_shape}")
         if dtype is not None and found_dtype != np.dtype(dtype):
             raise ValueError(f"array {name!r} has dtype {found_dtype}, "
                              f"expected {np.dtype(dtype)}")

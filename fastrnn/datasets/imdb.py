@@ -390,7 +390,7 @@ def _parse_pickle(data, count):
                                     "lists of ints are allowed in a dataset file")
         stack.append(_Global(name))
 
-    for ops in range(budget):
+    for _ in range(budget):
         if i >= n:
             fail("the pickle ends before its STOP opcode")
         op = data[i]
