@@ -3,8 +3,8 @@ opcode by opcode, and a child-process loader that reports how loading them ended
 
 Run as a program, ``python crafted.py {data|arrays|model} PATH`` loads PATH with
 ``imdb.load_data`` (``arrays``: only its safe reader of ``x_train``) or
-``SimpleRNNClassifier.load`` and prints one line: ``OK ...`` (exit 0), or ``ERROR <type>: <message>``
-(exit 3) for the documented errors (ValueError, FileNotFoundError); anything else is a traceback
+``SimpleRNNClassifier.load`` and prints one line: ``OK ...`` (exit 0), or
+``ERROR <type>: <message>`` (exit 3) for the documented errors (ValueError, FileNotFoundError); anything else is a traceback
 (exit 1) and a crash is a signal. ``tests/test_hardening.py`` runs it under a memory limit and a
 timeout.
 """
@@ -16,7 +16,6 @@ import json
 import struct
 import sys
 import zipfile
-import zlib
 
 import numpy as np
 from numpy.lib import format as npy_format

@@ -329,7 +329,8 @@ _MAX_NAME = 256                                     # longest module or global n
 def _parse_pickle(data, count):
     """The object tree of the pickle ``data`` of an object array of ``count`` items.
 
-    Only the opcodes NumPy's pickles of such arrays use (protocols 2 to 5) are understood; lists
+    Only the opcodes NumPy's pickles of such arrays use (protocols 3 to 5; protocol 2 pickles
+    bytes through a global, which is refused) are understood; lists
     become Python lists whose int items are `_Run`s, REDUCE becomes a `_Call`, globals `_Global`s.
     Bounds derived from ``len(data)``: at most ``100 + 6 * count + len(data) // 500`` opcodes
     besides the ints, memo indices below ``len(data)``, and no memo reference (GET) to a list or
@@ -396,9 +397,10 @@ def _parse_pickle(data, count):
         op = data[i]
         i += 1
         if op in b"KMJ":                                          # BININT1, BININT2, BININT
-            if marks and len(stack) >= marks[-1] > 0 and type(stack[marks[-1] - 1]) is list \
+            # right after a MARK above a list (or after a run there): the items of that list
+            if marks and marks[-1] > 0 and type(stack[marks[-1] - 1]) is list \
                     and (len(stack) == marks[-1] or type(stack[-1]) is _Run):
-                run = _INT_RUN.match(data, i - 1)                 # the items of a list
+                run = _INT_RUN.match(data, i - 1)
                 if run is None:
                     fail("an int cut off by the end of the pickle")
                 stack.append(_Run(i - 1, run.end()))
