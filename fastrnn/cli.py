@@ -16,6 +16,7 @@ line ``fastrnn: error: ...`` on stderr), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -346,9 +347,14 @@ def _resume_command(args, checkpoint):
 
 def cmd_train(args):
     """``fastrnn train``: fit, keep the best-validation weights in --output, report test metrics."""
+    with contextlib.ExitStack() as locks:       # the files it writes, locked until it ends
+        _check_train_paths(args, locks)
+        return _train(args)
+
+
+def _train(args):
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     output = args.output
-    _check_train_paths(args)
     model, num_words, maxlen, checkpoint = None, args.num_words, args.maxlen, args.checkpoint
     if args.resume:
         model = _load_model(args.resume, args)
@@ -427,7 +433,10 @@ def cmd_train(args):
     return 0
 
 
-def _check_train_paths(args):
+def _check_train_paths(args, locks):
+    """Before any work: the files ``train`` writes are writable, not directories, and not being
+    written by another run (their locks go into ``locks``, held until the command ends)."""
+    from ._io import exclusive
     if args.patience is not None and not args.validation_split:
         raise UsageError("--patience needs validation data (--validation-split > 0)")
     if args.checkpoint and _same_file(args.checkpoint, args.output):
@@ -436,6 +445,13 @@ def _check_train_paths(args):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):
             raise UsageError(f"{flag} {path!r}: directory {folder!r} does not exist")
+    resumed = args.resume and not _same_file(args.resume, args.output)    # written on (train)
+    checkpoint = args.checkpoint or (args.resume if resumed else _ckpt_path(args.output))
+    for flag, path in (("--output", args.output), ("--checkpoint", checkpoint)):
+        try:
+            locks.enter_context(exclusive(path))
+        except OSError as e:
+            raise UsageError(f"{flag}: {e.strerror or e}") from None
 
 
 def _new_model(args, vocab):

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from . import _checks, initializers, layout, optim, reference
-from ._io import NpzReader, atomic_write
+from ._io import NpzReader, atomic_write, exclusive, open_regular
 from .callbacks import Callback, History
 
 FORMAT = "fastrnn-model"
@@ -350,6 +350,9 @@ class SimpleRNNClassifier:
 
         Ctrl-C (SIGINT, when ``fit`` runs in the main thread): the current step finishes, the
         checkpoint is saved and ``KeyboardInterrupt`` is raised; a second Ctrl-C stops at once.
+
+        ``fit`` holds the checkpoint's exclusive lock (``<checkpoint>.lock``) while it runs: a
+        second process training to the same checkpoint gets ``fastrnn._io.LockedError``.
         """
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         _positive_int("epochs", epochs, minimum=0)
@@ -403,7 +406,7 @@ class SimpleRNNClassifier:
 
     def _epochs(self, run, initial_epoch, x_val, y_val):
         """The epoch loop of ``fit``: epochs ``initial_epoch .. run.epochs - 1``."""
-        with _DeferredInterrupt(run.verbose) as run.interrupt:
+        with _DeferredInterrupt(run.verbose) as run.interrupt, _exclusive(run.checkpoint):
             for cb in run.callbacks:
                 cb.on_train_begin()
             for epoch in range(initial_epoch, run.epochs):
@@ -516,6 +519,14 @@ class SimpleRNNClassifier:
                 "epoch": self.epoch, "rng": self.rng.bit_generator.state, "resume": self._resume,
                 "history": self.history.history}
         meta_bytes = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        try:                                   # what load checks: a saved file always loads
+            _check_meta(json.loads(meta_bytes.tobytes()))
+            if meta_bytes.size > META_MAX_BYTES:
+                raise ValueError(f"metadata of {meta_bytes.size} bytes, more than "
+                                 f"{META_MAX_BYTES}")
+        except ValueError as e:
+            raise ValueError(f"refusing to save {os.fspath(path)!r}: load would refuse it "
+                             f"({e})") from None
         with atomic_write(path) as f:
             np.savez(f, theta=self.theta, s1=self.s1, s2=self.s2, meta=meta_bytes)
 
@@ -524,9 +535,13 @@ class SimpleRNNClassifier:
         """Read a model written by ``save``.
 
         Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
-        anything else wrong with it: truncated, damaged, not a model file, another format
-        version, arrays of the wrong shape or dtype, non-finite values. Nothing in the file is
-        unpickled or executed, and no array is allocated before its header has been checked.
+        anything else wrong with it: not a regular file (a FIFO, a device, a directory, also
+        behind a symlink), truncated, damaged, a zip member inflating more than
+        ``fastrnn._io.MAX_RATIO`` times, not a model file, another format version, a metadata
+        value of the wrong type or out of its bounds (see ``_check_meta``), arrays of the wrong
+        shape or dtype, non-finite values. Nothing in the file is unpickled or executed, and
+        nothing is allocated or initialised before every array's header has been checked against
+        the configuration and against the bytes its member really holds.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -534,11 +549,11 @@ class SimpleRNNClassifier:
             _positive_int("threads", threads)
         path = os.fspath(path)
         try:
-            f = open(path, "rb")
+            f = open_regular(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"model file {path!r} does not exist") from None
-        except IsADirectoryError:
-            raise ValueError(f"{path!r} is a directory, not a fastrnn model file") from None
+        except ValueError as e:                # a directory, FIFO, device
+            raise ValueError(f"{e}; a fastrnn model file is a regular .npz file") from None
         with f:
             try:
                 return cls._read(f, backend, threads)
@@ -561,12 +576,12 @@ class SimpleRNNClassifier:
         # the sizes in the metadata must match the arrays in the file before anything of that
         # size is allocated (a damaged vocab_size must not make the constructor ask for 80 GB)
         sizes = (c["vocab_size"] or 0, c["embed_dim"], c["hidden_dim"], c["num_classes"])
-        if not all(type(v) is int and 0 <= v < 2**31 for v in sizes):
-            raise ValueError(f"metadata: bad sizes {sizes}")
         shape, _ = reader.header("theta")
         if shape != (layout.size(sizes),):
             raise ValueError(f"array 'theta' has shape {shape}; the config needs "
                              f"({layout.size(sizes)},)")
+        for name in ("theta", "s1", "s2"):    # every array's bytes are really in the file
+            reader.check(name, dtype=c["dtype"], shape=shape)
         model = cls(c["vocab_size"], c["embed_dim"], c["hidden_dim"], c["num_classes"],
                     c["bptt_truncate"], c["mask_zero"], c["dtype"], backend,
                     optim.get(meta["optimizer"]), c["seed"], c["lazy_embedding"], threads)
@@ -580,7 +595,8 @@ class SimpleRNNClassifier:
         model.rng.bit_generator.state = meta["rng"]
         model._resume = meta["resume"]
         model.history.history = {k: list(v) for k, v in meta["history"].items()}
-        model.history.epoch = list(range(model.epoch))
+        recorded = max(map(len, model.history.history.values()), default=0)
+        model.history.epoch = list(range(model.epoch - recorded, model.epoch))
         return model
 
     def __repr__(self):
@@ -628,6 +644,12 @@ class _DeferredInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+def _exclusive(checkpoint):
+    """``fit`` holds its checkpoint's lock throughout: another run with the same checkpoint is
+    refused (``fastrnn._io.LockedError`` naming this process) instead of overwriting it."""
+    return contextlib.nullcontext() if checkpoint is None else exclusive(checkpoint)
 
 
 def _epoch_logs(state, on_nonfinite):
@@ -720,16 +742,27 @@ def _positive_int(name, value, minimum=1):
 
 _CONFIG_KEYS = {"vocab_size", "embed_dim", "hidden_dim", "num_classes", "bptt_truncate",
                 "mask_zero", "dtype", "seed", "lazy_embedding", "maxlen"}
+_RESUME_KEYS = {"rng", "n", "batch_size", "shuffle", "batch", "loss", "correct", "seen", "skipped"}
+MAX_DIM = 2**31 - 1            # vocab_size, embed_dim, hidden_dim, num_classes, bptt_truncate
+MAX_MAXLEN = 2**20             # the sequence length ``encode`` pads to (predict allocates it)
+MAX_COUNT = 2**53              # steps, epochs, samples: exact in float64, far beyond any run
 
 
 def _check_meta(meta):
-    """ValueError unless the metadata of a model file has every field with a sensible type."""
+    """ValueError unless the metadata of a model file has every field with its type and within
+    its bounds: counts are ints (a bool is not a number), flags are bools (a string is not a
+    bool), sizes at most ``MAX_DIM``, ``maxlen`` at most ``MAX_MAXLEN``, step and epoch counts at
+    most ``MAX_COUNT``, and a resume position inside its epoch. ``save`` checks the same, so a
+    saved file always loads."""
     def need(ok, what):
         if not ok:
             raise ValueError(f"metadata: {what}")
 
-    def count(value, minimum=0):
-        return type(value) is int and minimum <= value < 2**62
+    def count(value, minimum=0, maximum=MAX_COUNT):
+        return type(value) is int and minimum <= value <= maximum
+
+    def number(value):
+        return type(value) in (int, float)
 
     need(isinstance(meta, dict), "not a JSON object")
     need(meta.get("format") == FORMAT, "not a fastrnn model")
@@ -738,31 +771,46 @@ def _check_meta(meta):
                          f"version {FORMAT_VERSION}")
     c = meta.get("config")
     need(isinstance(c, dict) and set(c) == _CONFIG_KEYS, "bad config")
-    need(isinstance(c["mask_zero"], bool) and isinstance(c["lazy_embedding"], bool),
-         "bad config flags")
-    need(isinstance(c["dtype"], str), "bad dtype")
-    need(c["maxlen"] is None or (count(c["maxlen"], 1) and c["maxlen"] < 2**31), "bad maxlen")
+    need(type(c["mask_zero"]) is bool and type(c["lazy_embedding"]) is bool, "bad config flags")
+    need(c["dtype"] in ("float32", "float64"), "bad dtype")
+    need(all(count(c[k], 1, MAX_DIM) for k in ("embed_dim", "hidden_dim", "num_classes"))
+         and (c["vocab_size"] is None or count(c["vocab_size"], 1, MAX_DIM)),
+         f"bad sizes (integers in [1, {MAX_DIM}])")
+    need(c["bptt_truncate"] is None or count(c["bptt_truncate"], 1, MAX_DIM), "bad bptt_truncate")
+    need(c["maxlen"] is None or count(c["maxlen"], 1, MAX_MAXLEN),
+         f"bad maxlen (None or an integer in [1, {MAX_MAXLEN}])")
     need(c["seed"] is None or count(c["seed"]), "bad seed")
-    need(isinstance(meta.get("optimizer"), dict), "bad optimizer")
-    need(count(meta.get("step_count")) and count(meta.get("epoch")), "bad step or epoch count")
+    def option(key, value):
+        if key == "keras_epsilon":
+            return type(value) is bool
+        return number(value) or (key == "global_clipnorm" and value is None)
+
+    o = meta.get("optimizer")
+    need(isinstance(o, dict) and type(o.get("name")) is str
+         and all(option(k, v) for k, v in o.items() if k != "name"),
+         "bad optimizer (its settings are numbers, keras_epsilon a bool)")
+    need(count(meta.get("step_count")) and count(meta.get("epoch")),
+         f"bad step or epoch count (integers in [0, {MAX_COUNT}])")
     need(isinstance(meta.get("rng"), dict), "bad generator state")
     np.random.PCG64().state = meta["rng"]          # raises for a state it cannot take
     r = meta.get("resume", ())
     if r is not None:
-        need(isinstance(r, dict)
-             and {"rng", "batch", "loss", "correct", "seen", "skipped"} <= set(r),
-             "bad resume state")
-        need(all(count(r[k]) for k in ("batch", "correct", "seen", "skipped")), "bad resume counts")
-        need(all(count(r[k], 1) for k in ("n", "batch_size") if k in r), "bad resume sizes")
-        need(isinstance(r.get("shuffle", True), bool), "bad resume shuffle")
-        need(isinstance(r["loss"], (int, float)) and not isinstance(r["loss"], bool),
+        need(isinstance(r, dict) and _RESUME_KEYS <= set(r), "bad resume state")
+        need(count(r["n"], 1) and count(r["batch_size"], 1), "bad resume sizes")
+        need(type(r["shuffle"]) is bool, "bad resume shuffle")
+        batches = -(-r["n"] // r["batch_size"])
+        need(count(r["batch"], 0, batches) and count(r["skipped"], 0, r["batch"])
+             and count(r["seen"], 0, min(r["n"], r["batch"] * r["batch_size"]))
+             and count(r["correct"], 0, r["seen"]),
+             f"bad resume position (batch {r['batch']!r} of {batches}, or its counts)")
+        need(number(r["loss"]) and math.isfinite(r["loss"]) and r["loss"] >= 0,
              "bad resume loss")
         need(isinstance(r["rng"], dict), "bad resume generator state")
         np.random.PCG64().state = r["rng"]
     h = meta.get("history")
     need(isinstance(h, dict) and all(isinstance(v, list) for v in h.values()), "bad history")
-    need(all(isinstance(v, (int, float)) and not isinstance(v, bool)
-             for values in h.values() for v in values), "bad history values")
+    need(all(number(v) for values in h.values() for v in values), "bad history values")
+    need(all(len(v) <= meta["epoch"] for v in h.values()), "more history than epochs")
 
 
 def _progress(total, desc, verbose, initial=0):

@@ -104,6 +104,8 @@ class Adam(Optimizer):
         _unit("beta_2", beta_2)
         _positive("epsilon", epsilon)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        if not isinstance(keras_epsilon, (bool, np.bool_)):
+            raise TypeError(f"keras_epsilon must be True or False, got {keras_epsilon!r}")
         self.keras_epsilon = bool(keras_epsilon)
 
     def _hyper(self):
@@ -118,7 +120,7 @@ class AdamW(Adam):
     def __init__(self, learning_rate=0.001, weight_decay=0.01, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, keras_epsilon=False, global_clipnorm=None):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, keras_epsilon, global_clipnorm)
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        if not (_number(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.weight_decay = float(weight_decay)
 
@@ -149,11 +151,17 @@ def get(identifier):
     return cls(**config)
 
 
+def _number(value):
+    """A real number that is not a bool (``True`` is not a learning rate)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
 def _positive(name, value):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _unit(name, value):
-    if not (isinstance(value, (int, float)) and 0 <= value < 1):
+    if not (_number(value) and 0 <= value < 1):
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")

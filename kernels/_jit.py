@@ -35,7 +35,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so threadpoolctl sees it)
 from numba import types
 from numba.core import cgutils
-from numba.core.caching import FunctionCache
+from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.extending import intrinsic
 from threadpoolctl import ThreadpoolController
 
@@ -232,15 +232,44 @@ def sources_digest(paths):
 _SOURCES = sources_digest([*Path(__file__).parent.glob("*.py"), fastrnn.optim.__file__])
 
 
+class _FilledReadOnly:
+    """Cache-locator mixin: a cache directory that cannot be written is still used when it holds
+    an index for the function already (a filled read-only cache: a shared or packaged install).
+
+    Numba's locators accept only a directory they can write a file into; a read-only one is
+    skipped for the next (an empty user cache, or none: then nothing is cached and every process
+    compiles everything again). Loading needs no writing; saving into it fails and is ignored.
+    """
+
+    def __init__(self, py_func, py_file):
+        super().__init__(py_func, py_file)
+        self._index_glob = f"{Path(py_file).stem}.{py_func.__qualname__}-*.nbi"
+
+    def ensure_cache_path(self):
+        try:
+            super().ensure_cache_path()
+        except OSError:
+            if not any(Path(self.get_cache_path()).glob(self._index_glob)):
+                raise
+
+
+class _TolerantImpl(CompileResultCacheImpl):
+    _locator_classes = [type(cls.__name__, (_FilledReadOnly, cls), {})
+                        for cls in CompileResultCacheImpl._locator_classes]
+
+
 class _TolerantCache(FunctionCache):
-    """Numba's on-disk cache, except that a file it cannot read or write is a cache miss, and an
-    entry compiled from other kernel sources is not found (``_SOURCES`` is part of its key).
+    """Numba's on-disk cache, except that a file it cannot read or write is a cache miss, an
+    entry compiled from other kernel sources is not found (``_SOURCES`` is part of its key), and
+    a read-only cache directory that holds the function is used (``_FilledReadOnly``).
 
     Numba unpickles its index and data files without a fallback: a damaged file (a crash while
     writing, a full disk, a bad copy) raises UnpicklingError/EOFError/... on the first call, and a
     failed write raises too. Here a damaged file means: empty the index, compile, save afresh; a
     failed write means: compiled in memory only.
     """
+
+    _impl_class = _TolerantImpl
 
     def _index_key(self, sig, codegen):
         return super()._index_key(sig, codegen) + (_SOURCES,)

@@ -12,9 +12,11 @@ Each file (``imdb.npz``, ``imdb_word_index.json``) is looked for, in order:
    unless ``download=False`` or ``$FASTRNN_OFFLINE=1``. The download is checked
    against known-good sha256 hashes before it is moved into place.
 
-``imdb.npz`` stores its sequences as pickled object arrays. It is read with a
-restricted unpickler that only rebuilds NumPy arrays and plain lists of ints,
-so a tampered file cannot run code.
+``imdb.npz`` stores its sequences as pickled object arrays. They are read by a
+parser of their own (see "safe reading" below), which builds only lists of ints
+and never hands file data to NumPy's unpickling code or any other object: a
+tampered file cannot run code, crash the interpreter or make it allocate much
+more than the file's size; it gets a ``ValueError`` naming the file.
 """
 
 import contextlib
@@ -23,6 +25,8 @@ import http.client
 import json
 import os
 import pickle
+import re
+import struct
 import tempfile
 import urllib.request
 import zipfile
@@ -31,8 +35,9 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from numpy.lib import format as npy_format
 from tqdm import tqdm
+
+from .._io import NpzReader, open_regular
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
@@ -56,6 +61,9 @@ _ALLOWED_GLOBALS = {
 
 class DataNotFoundError(FileNotFoundError):
     """A data file is in none of the places looked and could not be downloaded."""
+
+
+_MAX_RATIO = 10      # a member may inflate 10x (the real file: 1.6x; zip bombs: 1000x)
 
 
 class UnsafePickleError(ValueError):
@@ -211,6 +219,8 @@ def _locate(fname, path, download):
     for _, file in places:
         if file and file.is_file():
             return file
+        if file and file.exists() and not file.is_dir():      # a FIFO, a device: say so
+            open_regular(file)
 
     url = BASE_URL + fname
     if not download:
@@ -271,18 +281,288 @@ def _download(url, dest, sha256s):
 
 
 # --- safe reading ------------------------------------------------------------
+#
+# ``imdb.npz`` holds two object arrays, pickled by NumPy: ``_reconstruct(ndarray, (0,), b"b")``,
+# then BUILD with the state ``(1, (n,), dtype("O8") + its state, False, [list, list, ...])``.
+# Unpickling that with NumPy runs ``ndarray.__setstate__`` and ``dtype.__setstate__`` on data from
+# the file, which are not memory-safe on hostile input (a list shorter than the shape, an object
+# dtype with its flags cleared and raw bytes for data: both crash the interpreter). So nothing here
+# calls NumPy, or any other object, on file data: `_parse_pickle` interprets the few opcodes such a
+# stream uses into plain tuples, lists and markers, `_object_array` checks that the result is
+# exactly that structure, and the ints come out of runs of BININT opcodes (see `_decode`).
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the globals needed to rebuild ndarrays."""
+class _Global:
+    """One of the allowed globals (``_reconstruct``, ``ndarray``, ``dtype``), never imported."""
 
-    def find_class(self, module, name):
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+class _Call:
+    """``func(*args)`` as the pickle asked for it (REDUCE), with the ``state`` of a BUILD."""
+
+    __slots__ = ("func", "args", "state")
+
+    def __init__(self, func, args):
+        self.func, self.args, self.state = func, args, None
+
+
+class _Run:
+    """``data[start:end]``: consecutive BININT1 / BININT2 / BININT opcodes inside a list."""
+
+    __slots__ = ("start", "end")
+
+    def __init__(self, start, end):
+        self.start, self.end = start, end
+
+
+# at most 1024 per match: the regex engine keeps state per repetition (a run of millions ran out
+# of memory); longer runs become several _Runs (the pickler writes at most 1000 per APPENDS)
+_INT_RUN = re.compile(rb"(?:K.|M..|J....){1,1024}", re.DOTALL)
+_GETTABLE = (str, bytes, int, _Global, type(None))   # a memo reference to a list would alias it
+_MAX_NAME = 256                                     # longest module or global name read
+
+
+def _parse_pickle(data, count):
+    """The object tree of the pickle ``data`` of an object array of ``count`` items.
+
+    Only the opcodes NumPy's pickles of such arrays use (protocols 3 to 5; protocol 2 pickles
+    bytes through a global, which is refused) are understood; lists
+    become Python lists whose int items are `_Run`s, REDUCE becomes a `_Call`, globals `_Global`s.
+    Bounds derived from ``len(data)``: at most ``100 + 6 * count + len(data) // 500`` opcodes
+    besides the ints, memo indices below ``len(data)``, and no memo reference (GET) to a list or
+    tuple, so no item is counted twice. ValueError for anything else.
+    """
+    n = len(data)
+    if count > n:
+        raise ValueError(f"the header declares {count} sequences, more than the {n} bytes of "
+                         "pickle can hold")
+    budget = 100 + 6 * count + n // 500
+    stack, marks, memo = [], [], {}
+    i = 0
+
+    def fail(what):
+        raise ValueError(f"pickle opcode at byte {i}: {what}")
+
+    def take(k):
+        nonlocal i
+        if i + k > n:
+            fail(f"needs {k} more bytes, but the pickle ends")
+        i += k
+        return data[i - k:i]
+
+    def pop():
+        if len(stack) <= (marks[-1] if marks else 0):
+            fail("pops from an empty stack")
+        item = stack.pop()
+        if type(item) is _Run:
+            fail("takes a run of ints where one value belongs")
+        return item
+
+    def pop_mark():
+        if not marks:
+            fail("no MARK to pop to")
+        start = marks.pop()
+        items = stack[start:]
+        del stack[start:]
+        return items
+
+    def remember(index):
+        if index >= n:
+            fail(f"memo index {index} beyond the {n} bytes of the stream (a memo bomb)")
+        if not stack or type(stack[-1]) is _Run:
+            fail("memoizes nothing")
+        memo[index] = stack[-1]
+
+    def recall(index):
+        if index not in memo:
+            fail(f"memo index {index} was never stored")
+        value = memo[index]
+        if not isinstance(value, _GETTABLE):
+            fail(f"refers again to a {type(value).__name__} (items would be counted twice)")
+        stack.append(value)
+
+    def find_global(module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refusing to unpickle {module}.{name}: only NumPy arrays of lists "
-                "of ints are allowed in a dataset file"
-            )
-        return super().find_class(module, name)
+            raise UnsafePickleError(f"refusing to unpickle {module}.{name}: only NumPy arrays of "
+                                    "lists of ints are allowed in a dataset file")
+        stack.append(_Global(name))
+
+    for _ in range(budget):
+        if i >= n:
+            fail("the pickle ends before its STOP opcode")
+        op = data[i]
+        i += 1
+        if op in b"KMJ":                                          # BININT1, BININT2, BININT
+            # right after a MARK above a list (or after a run there): the items of that list
+            if marks and marks[-1] > 0 and type(stack[marks[-1] - 1]) is list \
+                    and (len(stack) == marks[-1] or type(stack[-1]) is _Run):
+                run = _INT_RUN.match(data, i - 1)
+                if run is None:
+                    fail("an int cut off by the end of the pickle")
+                stack.append(_Run(i - 1, run.end()))
+                i = run.end()
+            else:
+                width = {75: 1, 77: 2, 74: 4}[op]
+                stack.append(int.from_bytes(take(width), "little", signed=op == 74))
+        elif op == 0x5D:                                          # EMPTY_LIST
+            stack.append([])
+        elif op == 0x71:                                          # BINPUT
+            remember(take(1)[0])
+        elif op == 0x72:                                          # LONG_BINPUT
+            remember(int.from_bytes(take(4), "little"))
+        elif op == 0x94:                                          # MEMOIZE
+            remember(len(memo))
+        elif op == 0x28:                                          # MARK
+            marks.append(len(stack))
+        elif op == 0x65:                                          # APPENDS
+            items = pop_mark()
+            if not stack or type(stack[-1]) is not list:
+                fail("APPENDS to something that is not a list")
+            stack[-1].extend(items)
+        elif op == 0x61:                                          # APPEND
+            item = pop()
+            if not stack or type(stack[-1]) is not list:
+                fail("APPEND to something that is not a list")
+            stack[-1].append(item)
+        elif op == 0x95:                                          # FRAME
+            if int.from_bytes(take(8), "little") > n - i:
+                fail("a frame longer than the rest of the pickle")
+        elif op == 0x68:                                          # BINGET
+            recall(take(1)[0])
+        elif op == 0x6A:                                          # LONG_BINGET
+            recall(int.from_bytes(take(4), "little"))
+        elif op == 0x8C:                                          # SHORT_BINUNICODE
+            stack.append(take(take(1)[0]).decode("utf-8"))
+        elif op == 0x58:                                          # BINUNICODE
+            stack.append(take(int.from_bytes(take(4), "little")).decode("utf-8"))
+        elif op == 0x43:                                          # SHORT_BINBYTES
+            stack.append(take(take(1)[0]))
+        elif op == 0x42:                                          # BINBYTES
+            stack.append(take(int.from_bytes(take(4), "little")))
+        elif op == 0x8A:                                          # LONG1
+            stack.append(int.from_bytes(take(take(1)[0]), "little", signed=True))
+        elif op == 0x47:                                          # BINFLOAT
+            stack.append(struct.unpack(">d", take(8))[0])
+        elif op == 0x4E:                                          # NONE
+            stack.append(None)
+        elif op in (0x88, 0x89):                                  # NEWTRUE, NEWFALSE
+            stack.append(op == 0x88)
+        elif op == 0x29:                                          # EMPTY_TUPLE
+            stack.append(())
+        elif op in (0x85, 0x86, 0x87):                            # TUPLE1, TUPLE2, TUPLE3
+            items = [pop() for _ in range(op - 0x84)]
+            stack.append(tuple(reversed(items)))
+        elif op == 0x74:                                          # TUPLE
+            items = pop_mark()
+            if any(type(item) is _Run for item in items):
+                fail("a tuple of a run of ints")
+            stack.append(tuple(items))
+        elif op == 0x52:                                          # REDUCE
+            args, func = pop(), pop()
+            if type(func) is not _Global or type(args) is not tuple:
+                fail("REDUCE of something that is not an allowed global and a tuple")
+            stack.append(_Call(func.name, args))
+        elif op == 0x62:                                          # BUILD
+            state = pop()
+            if not stack or type(stack[-1]) is not _Call or stack[-1].state is not None:
+                fail("BUILD of something that is not a new object")
+            stack[-1].state = state
+        elif op == 0x63:                                          # GLOBAL
+            end = data.find(b"\n", i, i + _MAX_NAME)
+            end2 = data.find(b"\n", end + 1, end + 1 + _MAX_NAME) if end >= 0 else -1
+            if end2 < 0:
+                fail("GLOBAL without two short lines")
+            module, name = data[i:end].decode("ascii"), data[end + 1:end2].decode("ascii")
+            i = end2 + 1
+            find_global(module, name)
+        elif op == 0x93:                                          # STACK_GLOBAL
+            name, module = pop(), pop()
+            if type(module) is not str or type(name) is not str:
+                fail("STACK_GLOBAL of something that is not two strings")
+            find_global(module, name)
+        elif op == 0x80:                                          # PROTO
+            if i != 1 or not 2 <= take(1)[0] <= 5:
+                fail("a protocol other than 2 to 5, or not at the start")
+        elif op == 0x2E:                                          # STOP
+            result = pop()
+            if stack or marks:
+                fail("STOP with more than one object on the stack")
+            if i != n:
+                fail(f"{n - i} bytes after the end of the pickle")
+            return result
+        else:
+            fail(f"unexpected opcode {bytes([op])!r} (not used to pickle a list of ints)")
+    raise ValueError(f"more than {budget} pickle opcodes besides ints for {count} sequences")
+
+
+def _object_array(tree, count, name):
+    """The items of the `_parse_pickle` tree of NumPy's pickle of a 1-D object array of
+    ``count`` items; ValueError (starting with ``name``) unless it is exactly that."""
+    expected_dtype_state = (3, "|", None, None, None, -1, -1, 63)   # the object dtype's flags
+    if not (type(tree) is _Call and tree.func == "_reconstruct" and len(tree.args) == 3
+            and type(tree.args[0]) is _Global and tree.args[0].name == "ndarray"
+            and type(tree.state) is tuple and len(tree.state) == 5):
+        raise ValueError(f"{name} is not a pickled NumPy array")
+    version, shape, dtype, fortran, items = tree.state
+    if not (type(dtype) is _Call and dtype.func == "dtype" and dtype.args == ("O8", False, True)
+            and dtype.state == expected_dtype_state):
+        raise ValueError(f"{name} is pickled with a dtype other than NumPy's object dtype")
+    if version != 1 or shape != (count,) or type(fortran) is not bool:
+        raise ValueError(f"{name}: the pickled array has shape {shape!r}, the header says "
+                         f"({count},)")
+    if type(items) is not list:
+        raise ValueError(f"{name}: the pickled array holds {type(items).__name__}, expected a "
+                         "list of sequences")
+    if len(items) != count:
+        raise ValueError(f"{name} holds {len(items)} sequences but its shape says {count}")
+    for k, seq in enumerate(items):
+        if type(seq) is not list:
+            kind = {_Call: "object", _Run: "int"}.get(type(seq), type(seq).__name__)
+            raise ValueError(f"{name}[{k}] is a {kind}, expected a list of ints")
+        for item in seq:
+            if type(item) is not _Run and not (type(item) is int and -2**63 <= item < 2**63):
+                raise ValueError(f"{name}[{k}] holds values that are not (64-bit) ints")
+    return items
+
+
+def _decode(data, seqs, batch_bytes=1 << 22):
+    """``(tokens int64, lengths intp)`` of the sequences from `_object_array`.
+
+    A `_Run` is bytes already checked to be nothing but BININT1/BININT2/BININT opcodes; batches
+    of runs (about ``batch_bytes`` of them) are framed as ``MARK (MARK <run> LIST)... LIST
+    STOP``, a pickle that can only make lists of ints, and decoded by the standard C unpickler
+    (ten times faster than a Python loop over six million opcodes). Memory beyond the result:
+    one batch.
+    """
+    runs, owners = [], []                       # each run's opcodes, and its sequence
+    for k, seq in enumerate(seqs):
+        for item in seq:
+            if type(item) is _Run:
+                runs.append(data[item.start:item.end])
+            else:                               # a single APPENDed int: LONG1, 8 bytes
+                runs.append(b"\x8a\x08" + item.to_bytes(8, "little", signed=True))
+            owners.append(k)
+    tokens, counts = [], []
+    start = 0
+    while start < len(runs):
+        stop, size = start, 0
+        while stop < len(runs) and (size < batch_bytes or stop == start):
+            size += len(runs[stop])
+            stop += 1
+        lists = pickle.loads(b"".join([b"\x80\x02(", *chain.from_iterable(
+            (b"(", run, b"l") for run in runs[start:stop]), b"l."]))
+        n = np.fromiter(map(len, lists), dtype=np.intp, count=len(lists))
+        counts.append(n)
+        tokens.append(np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(n.sum())))
+        start = stop
+    lengths = np.bincount(np.asarray(owners, dtype=np.intp),
+                          weights=np.concatenate(counts) if counts else None,
+                          minlength=len(seqs)).astype(np.intp)
+    return (np.concatenate(tokens) if tokens else np.zeros(0, np.int64)), lengths
 
 
 def _damaged(file, err):
@@ -292,17 +572,22 @@ def _damaged(file, err):
 
 
 def _read_npz(file):
-    """Read the members named in ``_KEYS`` of an ``.npz`` without unsafe unpickling.
+    """Read the members named in ``_KEYS`` of ``imdb.npz``, never unpickling anything.
 
     Returns
     -------
     dict of str to object
-        Usually arrays; a tampered file may unpickle to other plain objects.
+        ``x_*``: ``(tokens int64, lengths intp)`` of the sequences, in stored order; ``y_*``: the
+        label arrays as stored.
     """
     try:
-        with zipfile.ZipFile(file) as zf:
-            names = set(zf.namelist())
-            missing = [k for k in _KEYS if f"{k}.npy" not in names]
+        with open_regular(file) as f:
+            try:
+                reader = NpzReader(f, max_ratio=_MAX_RATIO)
+            except ValueError as e:
+                raise _damaged(file, e) from e
+            names = reader.names()
+            missing = [k for k in _KEYS if k not in names]
             if missing:
                 raise ValueError(
                     f"{file}: missing array(s) {', '.join(missing)}; expected "
@@ -310,37 +595,33 @@ def _read_npz(file):
                 )
             arrays = {}
             for k in _KEYS:
-                with zf.open(f"{k}.npy") as fp:
-                    arrays[k] = _read_npy(fp, file)
+                try:
+                    shape, dtype = reader.header(k)
+                except ValueError as e:
+                    raise _damaged(file, e) from e
+                if k.startswith("x"):
+                    if not (dtype.hasobject and len(shape) == 1):
+                        raise ValueError(f"{file}: {k} must be a 1-D object array of lists of "
+                                         f"ints, got dtype {dtype} and shape {shape}")
+                    try:
+                        data = reader.read_pickle(k)
+                        seqs = _object_array(_parse_pickle(data, shape[0]), shape[0], k)
+                    except UnsafePickleError as e:
+                        raise UnsafePickleError(f"{file}: {e}") from None
+                    except ValueError as e:
+                        raise _damaged(file, f"{k}: {e}") from None
+                    arrays[k] = _decode(data, seqs)
+                else:
+                    if dtype.kind not in "iu" or len(shape) != 1:
+                        raise ValueError(f"{file}: {k} must be a 1-D int array, got dtype "
+                                         f"{dtype} and shape {shape}")
+                    try:
+                        arrays[k] = reader.read(k, dtype=dtype, shape=shape)
+                    except ValueError as e:
+                        raise _damaged(file, e) from e
             return arrays
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise _damaged(file, e) from e
-
-
-def _read_npy(fp, file):
-    """Read one ``.npy`` stream; object arrays go through `_SafeUnpickler`."""
-    try:
-        version = npy_format.read_magic(fp)
-        read_header = {(1, 0): npy_format.read_array_header_1_0,
-                       (2, 0): npy_format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"unsupported .npy format version {version}")
-        shape, fortran_order, dtype = read_header(fp)
-    except ValueError as e:
-        raise _damaged(file, e) from e
-    if dtype.hasobject:
-        try:
-            return _SafeUnpickler(fp).load()
-        except UnsafePickleError as e:
-            raise UnsafePickleError(f"{file}: {e}") from None
-        except Exception as e:  # a corrupt pickle can fail in many ways
-            raise _damaged(file, e) from e
-    count = int(np.prod(shape))
-    buf = fp.read(count * dtype.itemsize)
-    if len(buf) < count * dtype.itemsize:
-        raise _damaged(file, "array data is shorter than its header says")
-    order = "F" if fortran_order else "C"
-    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape, order=order).copy()
 
 
 def _load_arrays(file):
@@ -351,34 +632,21 @@ def _load_arrays(file):
     dict
         ``{"train": (tokens, lengths, labels), "test": ...}``: all tokens of a
         split concatenated (int64), the length of each sequence (intp) and the
-        labels (int64), in stored order.
+        labels (int64, 0 or 1), in stored order.
     """
     arrays = _read_npz(file)
     out = {}
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if not (isinstance(x, np.ndarray) and x.dtype == object and x.ndim == 1):
-            raise ValueError(f"{file}: x_{split} must be a 1-D object array of lists of ints")
-        bad = next((i for i, s in enumerate(x) if type(s) is not list), None)
-        if bad is not None:
+        (tokens, lengths), y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(y) != len(lengths):
             raise ValueError(
-                f"{file}: x_{split}[{bad}] is a {type(x[bad]).__name__}, expected a list of ints"
+                f"{file}: x_{split} has {len(lengths)} sequences but y_{split} {len(y)} labels"
             )
-        try:
-            tokens = np.array(list(chain.from_iterable(x)))
-            ints = tokens.ndim == 1 and (tokens.dtype.kind == "i" or tokens.size == 0)
-        except (ValueError, TypeError):  # nested lists
-            ints = False
-        if not ints:
-            raise ValueError(f"{file}: x_{split} holds values that are not (64-bit) ints")
-        if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
-            raise ValueError(f"{file}: y_{split} must be a 1-D int array")
-        if len(y) != len(x):
-            raise ValueError(
-                f"{file}: x_{split} has {len(x)} sequences but y_{split} {len(y)} labels"
-            )
-        lengths = np.fromiter(map(len, x), dtype=np.intp, count=len(x))
-        out[split] = (tokens.astype(np.int64), lengths, y.astype(np.int64))
+        bad = y[(y != 0) & (y != 1)]
+        if bad.size:
+            raise ValueError(f"{file}: y_{split} holds the label {bad[0]}; IMDB labels are 0 "
+                             "(negative) or 1 (positive)")
+        out[split] = (tokens, lengths, y.astype(np.int64))
     return out
 
 
