@@ -149,11 +149,12 @@ def import_torch(threads=None):
     the Chollet model ~30x slower (3.3 s instead of 0.1 s for 256 reviews). This warns when that
     happens; ``bench/conftest.py`` and `main` import torch first.
     """
-    if "torch" not in sys.modules and _numba_openmp_started():
+    late = "torch" not in sys.modules and _numba_openmp_started()
+    import torch                   # without torch: ImportError, and no warning about a late import
+    if late:
         warnings.warn("torch is imported after Numba's OpenMP threads started, so it shares the "
                       "system libgomp and runs far slower (see fastrnn.bench.import_torch)",
                       RuntimeWarning, stacklevel=2)
-    import torch
     if threads is not None or not _torch_threads:
         if threads is None:
             import numba
