@@ -6,10 +6,23 @@ warm up, time and record a benchmark. Sizes, inputs and timed callables come fro
 test, at a reduced size (T <= 6, B <= 4; D, H, V as given) and on a small slice of the data.
 """
 
+import os
+
 import pytest
 from skips import torch_param  # imports torch (if installed) first; bench/ is on sys.path
 
 from fastrnn import bench
+
+
+def pytest_report_header(config):
+    """Say so when OpenBLAS is capped in this process: pytest-benchmark times in-process, while
+    ``fastrnn bench`` runs its timed work in subprocesses without these variables."""
+    capped = [f"{k}={os.environ[k]}" for k in bench.MACHINE_ONLY_ENV if k in os.environ]
+    if capped:
+        return (f"note: {', '.join(capped)} is set and caps OpenBLAS in this process (not on a "
+                f"user's machine); for comparable timings run: env "
+                + " ".join(f"-u {k}" for k in bench.MACHINE_ONLY_ENV) + " python -m pytest ...")
+    return None
 
 
 def pytest_collection_modifyitems(items):

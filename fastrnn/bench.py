@@ -714,7 +714,11 @@ class BackendProcess:
         self.proc = subprocess.Popen([sys.executable, "-c", BACKEND_CHILD, backend, str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=child_env())
-        first = self._reply()
+        try:
+            first = self._reply()
+        except BaseException:
+            self.close()
+            raise
         self.info = first.get("info", first)
 
     def ask(self, **request):
@@ -736,13 +740,17 @@ class BackendProcess:
         return self.ask(sample=settle)["seconds"]
 
     def close(self):
-        if self.proc.poll() is None:
+        """End the process (EOF on its stdin; killed if it has not exited after 60 s)."""
+        try:
             self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        except OSError:                              # it exited already: a broken pipe
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 def start_backends(backends, threads=None):
