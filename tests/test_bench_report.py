@@ -1,6 +1,10 @@
 """The benchmark report's honesty rules (``fastrnn.bench``): no row above the GEMM peak, no repeated
 row or table line, peers timed in their own clean processes; a chart is drawn. Tiny and untimed."""
 
+import os
+import sys
+import types
+
 import pytest
 
 from fastrnn import bench, cli
@@ -83,3 +87,20 @@ def test_thread_wait_policy_yields_to_the_caller():
         env = dict(chosen)
         cli.apply_thread_wait_policy(env)
         assert env == chosen
+
+
+def test_fastrnn_bench_runs_with_the_callers_environment(monkeypatch):
+    """The ``fastrnn`` program sets its wait policy for train/evaluate/predict, never for bench:
+    ``fastrnn bench`` and ``python -m fastrnn.bench`` time the same thing."""
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)                     # absent now, and absent again afterwards
+    seen = {}
+    fake = types.ModuleType("fastrnn.bench")
+    fake.main = lambda argv: seen.update({k: k in os.environ for k in cli.THREAD_WAIT_ENV}) or 0
+    monkeypatch.setitem(sys.modules, "fastrnn.bench", fake)
+    monkeypatch.setattr(sys, "argv", ["fastrnn", "bench", "--repeats", "1"])
+    assert cli.main() == 0 and seen and not any(seen.values())
+    monkeypatch.setattr(sys, "argv", ["fastrnn", "train", "--help"])
+    assert cli.main() == 0
+    assert all(os.environ.get(k) == v for k, v in cli.THREAD_WAIT_ENV.items())
