@@ -7,6 +7,7 @@ import os
 import numba
 import numpy as np
 import pytest
+from skips import torch_param  # bench/ is on sys.path
 
 from fastrnn import bench
 
@@ -42,11 +43,9 @@ def test_predict(benchmark, record, backend, imdb):
     record.rates(reviews_per_s=len(x))
 
 
-@pytest.mark.parametrize("lib", ["numba", "torch"])
+@pytest.mark.parametrize("lib", ["numba", torch_param()])
 def test_epoch_memory(benchmark, record, lib, imdb, tmp_path):
     """Peak RSS of a fresh process that trains one epoch (it imports only ``lib``'s stack)."""
-    if lib == "torch":
-        pytest.importorskip("torch")
     (x, y), _ = imdb
     data = tmp_path / "imdb.npz"
     np.savez(data, x=x, y=y)

@@ -6,14 +6,23 @@ warm up, time and record a benchmark. Sizes, inputs and timed callables come fro
 test, at a reduced size (T <= 6, B <= 4; D, H, V as given) and on a small slice of the data.
 """
 
+import os
+
 import pytest
+from skips import torch_param  # imports torch (if installed) first; bench/ is on sys.path
 
 from fastrnn import bench
 
-try:
-    import torch  # noqa: F401  (before any Numba kernel runs: see fastrnn.bench.import_torch)
-except ImportError:
-    pass
+
+def pytest_report_header(config):
+    """Say so when OpenBLAS is capped in this process: pytest-benchmark times in-process, while
+    ``fastrnn bench`` runs its timed work in subprocesses without these variables."""
+    capped = [f"{k}={os.environ[k]}" for k in bench.MACHINE_ONLY_ENV if k in os.environ]
+    if capped:
+        return (f"note: {', '.join(capped)} is set and caps OpenBLAS in this process (not on a "
+                f"user's machine); for comparable timings run: env "
+                + " ".join(f"-u {k}" for k in bench.MACHINE_ONLY_ENV) + " python -m pytest ...")
+    return None
 
 
 def pytest_collection_modifyitems(items):
@@ -46,11 +55,10 @@ def batch(size, dtype, timed):
     return bench.make_batch(s if timed else s._replace(T=min(s.T, 6), B=min(s.B, 4)), dtype)
 
 
-@pytest.fixture(params=bench.BACKENDS)
+@pytest.fixture(params=[torch_param(b) if b == "torch" else b for b in bench.BACKENDS])
 def backend(request):
-    """"numba", "numpy" or "torch" (skipped when torch is not installed)."""
+    """"numba", "numpy" or "torch" (skipped at setup, by a mark, when torch is not installed)."""
     if request.param == "torch":
-        pytest.importorskip("torch")
         bench.import_torch()            # torch gets Numba's thread count
     return request.param
 

@@ -149,11 +149,12 @@ def import_torch(threads=None):
     the Chollet model ~30x slower (3.3 s instead of 0.1 s for 256 reviews). This warns when that
     happens; ``bench/conftest.py`` and `main` import torch first.
     """
-    if "torch" not in sys.modules and _numba_openmp_started():
+    late = "torch" not in sys.modules and _numba_openmp_started()
+    import torch                   # without torch: ImportError, and no warning about a late import
+    if late:
         warnings.warn("torch is imported after Numba's OpenMP threads started, so it shares the "
                       "system libgomp and runs far slower (see fastrnn.bench.import_torch)",
                       RuntimeWarning, stacklevel=2)
-    import torch
     if threads is not None or not _torch_threads:
         if threads is None:
             import numba
@@ -353,9 +354,10 @@ def predict(backend, model, x, batch_size=256):
 
 
 def run_child(code, *args, env=None, timeout=900):
-    """Run ``code`` with ``args`` in a fresh Python; return the JSON object it prints last."""
+    """Run ``code`` with ``args`` in a fresh Python (environment: `child_env` updated by ``env``);
+    return the JSON object it prints last."""
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=False,
-                         env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                         env={**child_env(), **(env or {})}, capture_output=True, text=True,
                          timeout=timeout)
     if out.returncode:
         raise RuntimeError(f"benchmark subprocess failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -462,10 +464,10 @@ def threading_layer():
         return numba.threading_layer()
 
 
-# environment variables that change the timings (``fastrnn`` the program sets OMP_WAIT_POLICY=PASSIVE)
-ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
-       "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS", "FASTRNN_FASTMATH",
-       "FASTRNN_NUMBA_CACHE")
+# environment variables that change the timings
+ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+       "NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+       "MKL_NUM_THREADS", "FASTRNN_FASTMATH", "FASTRNN_NUMBA_CACHE")
 
 
 def run_info():
@@ -478,9 +480,10 @@ def run_info():
     return info
 
 
-def gemm_peak(dtype, n=2048, repeats=3, seed=0):
+def gemm_peak(dtype, n=2048, repeats=5, seed=0):
     """GFLOP/s of the best of ``repeats`` ``np.matmul`` of two ``n x n`` matrices (2 n^3 FLOPs),
-    with NumPy's BLAS as the environment configures it (threads, ``OPENBLAS_CORETYPE``)."""
+    with NumPy's BLAS as this process's environment configures it (threads,
+    ``OPENBLAS_CORETYPE``): the report runs it in a clean subprocess (`measure_gemm_peak`)."""
     rng = np.random.default_rng(seed)
     a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
     c = a @ b
@@ -492,17 +495,23 @@ def gemm_peak(dtype, n=2048, repeats=3, seed=0):
     return 2 * n ** 3 / best / 1e9
 
 
-def machine():
-    """Lines describing this machine and software for the report header."""
-    import numba
-    import scipy
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
+def cpu():
+    """``CPU: <model name>, <n> physical / <m> logical cores``."""
+    name = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                 if line.startswith("model name")), platform.processor() or "unknown")
     try:
         import psutil
         cores = f"{psutil.cpu_count(logical=False)} physical / {os.cpu_count()} logical"
     except ImportError:
         cores = f"{os.cpu_count()} logical"
+    return f"CPU: {name}, {cores} cores"
+
+
+def machine():
+    """Lines describing this machine and software for a report header (this process's threads,
+    BLAS and environment)."""
+    import numba
+    import scipy
     blas = []
     try:
         from threadpoolctl import threadpool_info
@@ -517,7 +526,7 @@ def machine():
         versions.append(f"torch {sys.modules['torch'].__version__}")
     info = run_info()
     env = ", ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ) or "none set"
-    return [f"CPU: {cpu}, {cores} cores",
+    return [cpu(),
             f"threads: numba {info['numba_threads']} ({info['threading_layer']} layer)"
             + (f", torch {info['torch_threads']}" if "torch_threads" in info else ""),
             "BLAS: " + ("; ".join(blas) or "unknown"),
@@ -537,64 +546,255 @@ def _read(path):
 
 
 # ------------------------------------------------------------------------------------------------
-# the interleaved side-by-side runner
+# the interleaved side-by-side runner: one subprocess per backend
 # ------------------------------------------------------------------------------------------------
 
-def interleave(calls, repeats, min_sample=0.05, settle=0.1, progress=None):
-    """Time the zero-argument ``calls`` (name -> callable) round-robin, ``repeats`` rounds.
+def calibrate(fn, min_sample=0.05):
+    """How many back-to-back calls of ``fn`` make a sample of about ``min_sample`` seconds."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(1, round(min_sample / max(time.perf_counter() - t0, 1e-9)))
 
-    Each call is timed as ``n`` back-to-back runs, ``n`` chosen so that one sample lasts about
-    ``min_sample`` seconds. Before a sample: a ``settle`` second pause, then one untimed call. The
-    worker threads of the previous backend (OpenBLAS, OpenMP) spin for tens of milliseconds after
-    its last call and its data evicts the caches: measured here, numba's wide step took 60 ms right
-    after a NumPy sample and 24 ms otherwise. Rounds alternate the order (A B C, C B A, ...).
-    Returns name -> seconds per call, one per round: sample ``i`` of two backends ran side by
-    side, so their ratio cancels machine drift.
+
+def sample(fn, n, settle=0.1):
+    """Seconds per call of ``fn`` over ``n`` back-to-back calls, after a ``settle`` second pause
+    and one untimed call.
+
+    The pause and the untimed call are there because the worker threads of the previous backend
+    (OpenBLAS, OpenMP) spin for milliseconds after its last call and its data evicts the caches:
+    measured here, numba's wide step took 60 ms right after a NumPy sample and 24 ms otherwise.
     """
-    n = {}
-    for name, fn in calls.items():
+    time.sleep(settle)
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(n):
         fn()
-        t0 = time.perf_counter()
-        fn()
-        n[name] = max(1, round(min_sample / max(time.perf_counter() - t0, 1e-9)))
-    samples = {name: [] for name in calls}
+    return (time.perf_counter() - t0) / n
+
+
+def interleave(samplers, repeats, progress=None):
+    """Run the zero-argument ``samplers`` (name -> callable returning seconds per call, one
+    sample each) round-robin for ``repeats`` rounds, alternating the order (A B C, C B A, ...).
+    Returns name -> seconds per call, one per round: sample ``i`` of two backends ran side by
+    side, so their ratio cancels machine drift."""
+    samples = {name: [] for name in samplers}
     for r in range(repeats):
-        for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
-            fn = calls[name]
-            time.sleep(settle)
-            fn()
-            t0 = time.perf_counter()
-            for _ in range(n[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / n[name])
+        for name in (list(samplers) if r % 2 == 0 else list(samplers)[::-1]):
+            samples[name].append(samplers[name]())
             if progress is not None:
                 progress.update()
     return samples
 
 
-def speedup(samples, backend, base):
-    """Median over rounds of ``base time / backend time`` (None if either is missing)."""
+def ratios(samples, backend, base):
+    """Per-round ``base time / backend time`` (None if either backend is missing)."""
     if backend not in samples or base not in samples:
         return None
-    return statistics.median(b / a for a, b in zip(samples[backend], samples[base]))
+    return [b / a for a, b in zip(samples[backend], samples[base])]
 
 
-def run(ops, sizes, dtypes, backends, repeats, progress=None):
-    """Interleaved timings of every (op, size, dtype); returns one result row per backend."""
+def speedup(samples, backend, base):
+    """Median over rounds of ``base time / backend time`` (None if either is missing)."""
+    r = ratios(samples, backend, base)
+    return None if r is None else statistics.median(r)
+
+
+def quartiles(values):
+    """``(q1, q3)`` of ``values`` (both the value itself for a single one)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3
+
+
+# Variables set on this project's machines and not on a user's: OPENBLAS_CORETYPE pins OpenBLAS to
+# an older kernel (measured here: float32 GEMM capped at ~88 GFLOP/s where the CPU reaches ~400).
+# Every subprocess of the report (each backend and the GEMM peak) runs without them.
+MACHINE_ONLY_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def child_env(environ=None):
+    """A benchmark subprocess's environment: ``environ`` (default: this process's) without the
+    `MACHINE_ONLY_ENV` variables, otherwise unchanged."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k not in MACHINE_ONLY_ENV}
+
+
+def blas_info():
+    """The BLAS libraries loaded in this process (threadpoolctl): internal API, version,
+    architecture (the kernel OpenBLAS chose), threads and file name."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{"internal_api": i.get("internal_api"), "version": i.get("version"),
+             "architecture": i.get("architecture"), "num_threads": i.get("num_threads"),
+             "file": Path(i.get("filepath", "?")).name}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def describe_blas(libs):
+    return "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernels, "
+                     f"{b['num_threads']} threads, {b['file']})" for b in libs) or "none loaded"
+
+
+GEMM_CHILD = """
+import json, sys
+from fastrnn import bench
+n, repeats = map(int, sys.argv[1:3])
+peaks = {dt: bench.gemm_peak(dt, n, repeats) for dt in bench.DTYPES}
+print(json.dumps({"gflops": peaks, "blas": bench.blas_info(), "n": n, "repeats": repeats}))
+"""
+
+
+def measure_gemm_peak(n=2048, repeats=5):
+    """`gemm_peak` of each dtype in a fresh NumPy process without `MACHINE_ONLY_ENV` (as a user's
+    machine runs it), with the BLAS that did it: ``{"gflops": {dtype: ...}, "blas": [...]}``."""
+    return run_child(GEMM_CHILD, n, repeats)
+
+
+BACKEND_CHILD = """
+import json, sys
+backend, threads = sys.argv[1], int(sys.argv[2])
+if backend == "torch":
+    try:
+        import torch  # noqa: F401  first, before Numba's OpenMP starts (see fastrnn.bench.import_torch)
+    except ImportError as e:
+        print(json.dumps({"error": f"torch is not installed ({e})"}), flush=True)
+        sys.exit(0)
+from fastrnn import bench
+bench.serve(backend, threads)
+"""
+
+
+def serve(backend, threads):
+    """The loop of a `BackendProcess`: one JSON request a line on stdin, one JSON reply a line on
+    stdout (anything else printed goes to stderr). Requests: ``{"prepare": [op, size, dtype],
+    "min_sample": s}`` builds the inputs and the timed call of ``make_op`` and calibrates it (reply
+    ``{"n": calls per sample}``); ``{"sample": settle}`` times one sample (reply ``{"seconds": s}``,
+    per call). The first line sent is ``{"info": ...}``."""
+    out, sys.stdout = sys.stdout, sys.stderr
+
+    def reply(**message):
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    info = {"backend": backend, "env": {k: os.environ[k] for k in ENV if k in os.environ}}
+    if backend == "numba":
+        import numba
+        numba.set_num_threads(threads)
+        info.update(threads=numba.get_num_threads(), threading_layer=threading_layer())
+    elif backend == "torch":
+        import_torch(threads)
+        torch = sys.modules["torch"]
+        info.update(threads=torch.get_num_threads(), version=torch.__version__)
+    info["blas"] = blas_info()
+    reply(info=info)
+    fn = n = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "prepare" in request:
+            op, size, dtype = request["prepare"]
+            fn = make_op(op, backend, make_batch(SIZES[size], dtype))
+            n = calibrate(fn, request["min_sample"])
+            reply(n=n)
+        else:
+            reply(seconds=sample(fn, n, request["sample"]))
+
+
+class BackendProcess:
+    """One backend in its own Python process (`serve`), started with `child_env`: a peer never
+    runs with settings made for another backend, nor in a process another backend's threads or
+    libraries (libgomp, OpenBLAS) have been through. ``info`` is its first reply; it holds
+    ``"error"`` when the backend cannot run (torch not installed)."""
+
+    def __init__(self, backend, threads):
+        self.backend = backend
+        self.proc = subprocess.Popen([sys.executable, "-c", BACKEND_CHILD, backend, str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=child_env())
+        try:
+            first = self._reply()
+        except BaseException:
+            self.close()
+            raise
+        self.info = first.get("info", first)
+
+    def ask(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def _reply(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.backend} benchmark process exited "
+                               f"(status {self.proc.wait()}); its error is printed above")
+        return json.loads(line)
+
+    def prepare(self, op, size, dtype, min_sample=0.05):
+        return self.ask(prepare=[op, size, dtype], min_sample=min_sample)["n"]
+
+    def sample(self, settle=0.1):
+        return self.ask(sample=settle)["seconds"]
+
+    def close(self):
+        """End the process (EOF on its stdin; killed if it has not exited after 60 s)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:                              # it exited already: a broken pipe
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def start_backends(backends, threads=None):
+    """`BackendProcess` of each backend that can run: ``(processes, {backend: why not})``."""
+    if threads is None:
+        import numba
+        threads = numba.get_num_threads()
+    procs, missing = {}, {}
+    try:
+        for b in backends:
+            p = BackendProcess(b, threads)
+            if "error" in p.info:
+                missing[b] = p.info["error"]
+                p.close()
+            else:
+                procs[b] = p
+    except BaseException:
+        for p in procs.values():
+            p.close()
+        raise
+    return procs, missing
+
+
+def run(ops, sizes, dtypes, procs, repeats, progress=None, min_sample=0.05, settle=0.1):
+    """Interleaved timings of every (op, size, dtype) on the `BackendProcess` ``procs`` (name ->
+    process); one result row per backend, in the order of ``procs``."""
     rows = []
     for op, size, dtype in itertools.product(ops, sizes, dtypes):
         if progress is not None:
             progress.set_description(f"{op} {size} {dtype}")
-        batch = make_batch(SIZES[size], dtype)
-        samples = interleave({b: make_op(op, b, batch) for b in backends}, repeats,
-                             progress=progress)
+        for p in procs.values():
+            p.prepare(op, size, dtype, min_sample)
+        samples = interleave({b: (lambda p=p: p.sample(settle)) for b, p in procs.items()},
+                             repeats, progress=progress)
         f = flops(op, SIZES[size])
-        for b in backends:
+        for b in procs:
             median = statistics.median(samples[b])
-            rows.append({"op": op, "size": size, "dtype": dtype, "backend": b, "median_s": median,
-                         "vs_torch": speedup(samples, b, "torch"),
-                         "vs_numpy": speedup(samples, b, "numpy"),
-                         "gflops": f / median / 1e9 if f else None, "samples": samples[b]})
+            row = {"op": op, "size": size, "dtype": dtype, "backend": b, "median_s": median,
+                   "gflops": f / median / 1e9 if f else None, "samples": samples[b]}
+            for base in ("torch", "numpy"):
+                r = ratios(samples, b, base)
+                row[f"vs_{base}"] = None if r is None else statistics.median(r)
+                row[f"vs_{base}_iqr"] = None if r is None else quartiles(r)
+            rows.append(row)
     return rows
 
 
@@ -613,10 +813,45 @@ def floors(rows, peaks):
     return out
 
 
-def report(rows, peaks, header, compile_s=None):
-    """The Markdown report."""
+class ImpossibleResult(ValueError):
+    """A benchmark result that cannot be true: above the GEMM peak, or a repeated row."""
+
+
+def percent_of_peak(row, peaks):
+    """``row``'s GFLOP/s as a percentage of its dtype's GEMM peak (None without a FLOP count)."""
+    return 100 * row["gflops"] / peaks[row["dtype"]] if row["gflops"] else None
+
+
+def check_rows(rows, peaks):
+    """Raise `ImpossibleResult` for a repeated (op, size, dtype, backend) row, or for a row above
+    100% of its dtype's GEMM peak: no RNN step beats a large square GEMM on the same cores, so
+    such a row means the peak ran under a cap (``OPENBLAS_CORETYPE``) or a FLOP count is wrong."""
+    seen = set()
+    for r in rows:
+        key = (r["op"], r["size"], r["dtype"], r["backend"])
+        if key in seen:
+            raise ImpossibleResult(f"the results hold the row {' '.join(key)} twice")
+        seen.add(key)
+        pct = percent_of_peak(r, peaks)
+        if pct is not None and pct > 100:
+            raise ImpossibleResult(
+                f"{' '.join(key)}: {r['gflops']:.1f} GFLOP/s is {pct:.0f}% of the {r['dtype']} "
+                f"GEMM peak ({peaks[r['dtype']]:.1f} GFLOP/s), which is impossible: the peak was "
+                "measured under a cap (OPENBLAS_CORETYPE?) or the FLOP count is wrong. "
+                "No report written.")
+
+
+def report(rows, peaks, header, compile_s=None, gemm=None):
+    """The Markdown report; raises `ImpossibleResult` instead of writing an impossible one
+    (see `check_rows`; no table line may appear twice either). ``gemm``: `measure_gemm_peak`'s
+    result, for the peak's description."""
+    check_rows(rows, peaks)
+    how = "np.matmul 2048^3, best of 5"
+    if gemm is not None:
+        how = (f"np.matmul {gemm['n']}^3, best of {gemm['repeats']}, in a fresh process without "
+               f"{' / '.join(MACHINE_ONLY_ENV)}; BLAS {describe_blas(gemm['blas'])}")
     lines = ["# fastrnn benchmark", "", *[f"- {h}" for h in header],
-             "- float GEMM peak (np.matmul 2048^3, best of 3): "
+             f"- float GEMM peak ({how}): "
              + ", ".join(f"{dt} {p:.1f} GFLOP/s" for dt, p in peaks.items()), "",
              ("Times are medians over interleaved rounds; speed-ups are medians of per-round "
               "ratios (other backend's time / this backend's time). FLOPs count matrix products "
@@ -627,12 +862,11 @@ def report(rows, peaks, header, compile_s=None):
               "| % GEMM peak |"),
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        pct = r["gflops"] and 100 * r["gflops"] / peaks[r["dtype"]]
-        q1, _, q3 = statistics.quantiles(r["samples"], n=4) if len(r["samples"]) > 1 else [0] * 3
+        q1, q3 = quartiles(r["samples"])
         lines.append(f"| {r['op']} | {r['size']} | {r['dtype']} | {r['backend']} | "
                      f"{1e3 * r['median_s']:.3f} | {100 * (q3 - q1) / r['median_s']:.0f}% | "
-                     f"{_fmt(r['vs_torch'], '.2f')} | "
-                     f"{_fmt(r['vs_numpy'], '.2f')} | {_fmt(r['gflops'], '.2f')} | {_fmt(pct, '.1f')} |")
+                     f"{_fmt(r['vs_torch'], '.2f')} | {_fmt(r['vs_numpy'], '.2f')} | "
+                     f"{_fmt(r['gflops'], '.2f')} | {_fmt(percent_of_peak(r, peaks), '.1f')} |")
     checks = floors(rows, peaks)
     if compile_s:
         checks += [("compile: all float32 kernels, cold cache (s)", compile_s["cold"], 10.0,
@@ -645,6 +879,10 @@ def report(rows, peaks, header, compile_s=None):
         for what, value, minimum, holds in checks:
             bound = f"<= {minimum:g}" if what.startswith("compile") else f">= {minimum:g}"
             lines.append(f"| {what} | {value:.2f} | {bound} | {'yes' if holds else '**no**'} |")
+    table = [line for line in lines if line.startswith("|")]
+    repeated = sorted({line for line in table if table.count(line) > 1})
+    if repeated:
+        raise ImpossibleResult(f"the report would repeat the table line(s) {repeated}")
     return "\n".join(lines) + "\n"
 
 
@@ -652,9 +890,19 @@ def _fmt(value, spec):
     return "" if value is None else format(value, spec)
 
 
+def _duration(seconds):
+    """``0.445 ms``, ``53.8 ms``, ``1.21 s``: three significant digits."""
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    ms = 1e3 * seconds
+    return f"{ms:.3f} ms" if ms < 1 else f"{ms:.3g} ms"
+
+
 def plot(rows, path):
     """Bar charts of speed-ups per (op, size, dtype): one panel per baseline (torch, numpy) that
-    was run, one bar per other backend. Agg canvas, no pyplot state."""
+    was run, one bar per other backend, log scale. Each bar: the median of the per-round ratios,
+    its interquartile range as an error bar, labelled with the ratio and the backend's median
+    time; each group names the baseline's median time. Agg canvas, no pyplot state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -662,30 +910,46 @@ def plot(rows, path):
     configs = list(dict.fromkeys((r["op"], r["size"], r["dtype"]) for r in rows))
     value = {(r["op"], r["size"], r["dtype"], r["backend"]): r for r in rows}
     bases = [b for b in ("torch", "numpy") if b in backends and len(backends) > 1]
-    fig = Figure(figsize=(max(6, 0.9 * len(configs)), 3.5 * max(1, len(bases))), layout="constrained")
+    rounds = max(len(r["samples"]) for r in rows)
+    fig = Figure(figsize=(max(7, 1.3 * len(configs)), 1 + 4 * max(1, len(bases))),
+                 layout="constrained")
     FigureCanvasAgg(fig)
+    fig.suptitle(f"fastrnn benchmark: speed-up of each backend over a baseline, {rounds} "
+                 "interleaved rounds\n(bar = median of per-round ratios, error bar = interquartile "
+                 "range; label = speed-up and the backend's median time per call)", fontsize=9)
     for k, base in enumerate(bases):
         ax = fig.add_subplot(len(bases), 1, k + 1)
         others = [b for b in backends if b != base]
         width = 0.8 / len(others)
         for i, b in enumerate(others):
             xs = [j + (i - (len(others) - 1) / 2) * width for j in range(len(configs))]
-            bars = ax.bar(xs, [value[(*c, b)][f"vs_{base}"] for c in configs], width, label=b)
-            ax.bar_label(bars, fmt="%.2g", fontsize=6)
+            rs = [value[(*c, b)] for c in configs]
+            mid = [r[f"vs_{base}"] for r in rs]
+            err = [[m - r[f"vs_{base}_iqr"][0] for m, r in zip(mid, rs)],
+                   [r[f"vs_{base}_iqr"][1] - m for m, r in zip(mid, rs)]]
+            ax.bar(xs, mid, width, yerr=err, capsize=2, error_kw={"linewidth": 0.8}, label=b)
+            for x, m, r in zip(xs, mid, rs):         # above the error bar, not across it
+                ax.annotate(f"{m:.2g}x\n{_duration(r['median_s'])}", (x, r[f"vs_{base}_iqr"][1]),
+                            xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=6)
         ax.axhline(1, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(configs)), ["\n".join(c) for c in configs], fontsize=7)
+        ax.set_xticks(range(len(configs)),
+                      [f"{op}\n{size}\n{dtype}\n{base} {_duration(value[(op, size, dtype, base)]['median_s'])}"
+                       for op, size, dtype in configs], fontsize=7)
         ax.set_yscale("log")
+        ax.margins(y=0.25)
         ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel(f"speed-up vs {base} (x)")
-        ax.legend(fontsize=8)
+        ax.set_ylabel(f"speed-up vs {base}\n({base} time / backend time, log scale)", fontsize=8)
+        ax.set_xlabel(f"op, size, dtype, and {base}'s median time per call", fontsize=8)
+        ax.legend(fontsize=8, title="backend", title_fontsize=8)
     fig.savefig(path, dpi=120)
 
 
 def _choices(kind, allowed):
     def parse(text):
-        values = [v.strip() for v in text.split(",") if v.strip()]
+        values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))  # no repeats
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise argparse.ArgumentTypeError(
@@ -694,13 +958,23 @@ def _choices(kind, allowed):
     return parse
 
 
+HOW = ("how: each backend runs in its own Python subprocess, started with this command's "
+       "environment minus {stripped} (caps on OpenBLAS that some machines set; see below), so no "
+       "backend runs with settings made for another or in a process another has been through. "
+       "This process only asks for samples over a pipe: one process works at a time, round r "
+       "takes one sample of each backend in turn (the order reversed every other round); a "
+       "sample is a {settle:g} s pause, one untimed call, then n back-to-back calls (n set for "
+       "about {min_sample:g} s).")
+
+
 def main(argv=None, prog="fastrnn bench"):
-    """``fastrnn bench``: interleaved side-by-side timings; writes ``DIR/bench.md``, ``bench.png``
-    and ``bench.json``. Returns the exit code.
+    """``fastrnn bench``: interleaved side-by-side timings, each backend in its own subprocess;
+    writes ``DIR/bench.md``, ``bench.png`` and ``bench.json``. Returns the exit code.
     """
     parser = argparse.ArgumentParser(
-        prog=prog, description="Time the training step of numba, numpy and torch side "
-        "by side (interleaved rounds, per-round ratios) and write DIR/bench.md, bench.png, bench.json.")
+        prog=prog, description="Time the training step of numba, numpy and torch side by side "
+        "(each in its own subprocess, interleaved rounds, per-round ratios) and write "
+        "DIR/bench.md, bench.png, bench.json.")
     for name, allowed, default in (("sizes", list(SIZES), list(SIZES)), ("dtypes", DTYPES, DTYPES),
                                    ("backends", BACKENDS, BACKENDS),
                                    ("ops", OPS, ["step", "step_lazy"])):
@@ -720,24 +994,27 @@ def main(argv=None, prog="fastrnn bench"):
         print("fastrnn bench: --repeats must be >= 1", file=sys.stderr)
         return 2
     command = " ".join([prog, shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
-    backends = list(args.backends)
-    if "torch" in backends:
-        try:
-            import_torch()
-        except ImportError:
-            print("torch is not installed: the torch backend is skipped", file=sys.stderr)
-            backends.remove("torch")
-    if not backends:
-        print("fastrnn bench: no backend left to run", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load = [_load()]
-    peaks = {dt: gemm_peak(dt) for dt in DTYPES}
-    total = len(args.ops) * len(args.sizes) * len(args.dtypes) * len(backends) * args.repeats
-    with tqdm(total=total, unit="sample", dynamic_ncols=True) as progress:
-        rows = run(args.ops, args.sizes, args.dtypes, backends, args.repeats, progress)
+    gemm = measure_gemm_peak()                 # first, while no other benchmark process exists
+    peaks = gemm["gflops"]
+    min_sample, settle = 0.05, 0.1
+    procs, missing = start_backends(args.backends)
+    try:
+        for b, why in missing.items():
+            print(f"{why}: the {b} backend is skipped", file=sys.stderr)
+        if not procs:
+            print("fastrnn bench: no backend left to run", file=sys.stderr)
+            return 2
+        total = len(args.ops) * len(args.sizes) * len(args.dtypes) * len(procs) * args.repeats
+        with tqdm(total=total, unit="sample", dynamic_ncols=True) as progress:
+            rows = run(args.ops, args.sizes, args.dtypes, procs, args.repeats, progress,
+                       min_sample, settle)
+        infos = {b: p.info for b, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.close()
     compile_s = None
     if args.compile:
         import tempfile
@@ -745,13 +1022,18 @@ def main(argv=None, prog="fastrnn bench"):
             compile_s = {"cold": compile_times(cache)["all_kernels_s"],
                          "warm": compile_times(cache)["first_step_s"]}
     load.append(_load())
-    header = [f"date: {date}", f"command: `{command}`", *machine(),
+    header = [f"date: {date}", f"command: `{command}`", cpu(),
+              HOW.format(stripped=" and ".join(MACHINE_ONLY_ENV), settle=settle,
+                         min_sample=min_sample),
+              *backend_lines(infos),
               (f"load average (1/5/15 min, other processes share the machine): start {load[0]}, "
                f"end {load[1]}")]
-    (args.out / "bench.md").write_text(report(rows, peaks, header, compile_s))
+    text = report(rows, peaks, header, compile_s, gemm)         # raises on an impossible result
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps(
-        {"header": header, "gemm_peak_gflops": peaks, "compile_s": compile_s, "rows": rows},
-        indent=1))
+        {"header": header, "gemm_peak_gflops": peaks, "gemm": gemm, "backends": infos,
+         "compile_s": compile_s, "rows": rows}, indent=1))
     written = ["bench.md", "bench.json"]
     try:
         plot(rows, args.out / "bench.png")
@@ -762,5 +1044,31 @@ def main(argv=None, prog="fastrnn bench"):
     return 0
 
 
-if __name__ == "__main__":          # python -m fastrnn.bench: without the `fastrnn` program's settings
+def backend_lines(infos):
+    """Report-header lines from the backends' `serve` infos: threads and BLAS of each process,
+    the environment they ran with (and what was removed from it), versions."""
+    import numba
+    import scipy
+    lines = []
+    for b, info in infos.items():
+        what = []
+        if "threads" in info:
+            what.append(f"{info['threads']} threads"
+                        + (f" ({info['threading_layer']} layer)" if "threading_layer" in info else ""))
+        if "version" in info:
+            what.append(f"torch {info['version']}")
+        what.append("BLAS " + describe_blas(info.get("blas", [])))
+        lines.append(f"{b} process: " + ", ".join(what))
+    env = next(iter(infos.values()))["env"] if infos else {}
+    removed = [f"{k}={os.environ[k]}" for k in MACHINE_ONLY_ENV if k in os.environ]
+    lines.append("environment of every process: "
+                 + (", ".join(f"{k}={v}" for k, v in env.items()) or "none of the variables set "
+                    "that change timings (fastrnn.bench.ENV)")
+                 + (f"; removed from this command's: {', '.join(removed)}" if removed else ""))
+    lines.append(f"versions: python {platform.python_version()}, numpy {np.__version__}, "
+                 f"numba {numba.__version__}, scipy {scipy.__version__}")
+    return lines
+
+
+if __name__ == "__main__":          # python -m fastrnn.bench: the same as `fastrnn bench`
     sys.exit(main(prog="python -m fastrnn.bench"))

@@ -213,19 +213,39 @@ def _backend_args(group):
 # main
 # ------------------------------------------------------------------------------------------------
 
+# How the `fastrnn` program's OpenMP worker threads wait between parallel regions: the value is
+# chosen by measurement with bench/wait_policy.py (bench/results/wait_policy.md: a training step
+# idle and with one core busy; rerun it and change this value if the measurement says so).
+# libgomp's default spins ~300,000 iterations (milliseconds) before sleeping: with another process
+# on a core, spinning workers made the default `fastrnn train` 136 s instead of 28 s.
+# OMP_WAIT_POLICY=PASSIVE (sleep at once) avoids that but makes every region pay a wake-up (the
+# notebook step 0.9 ms instead of 0.45 ms idle). A spin of 10,000 iterations (roughly 0.1-0.6 ms,
+# by the CPU's `pause` latency) outlasts the gap between two steps (~0.1 ms of Python) and bounds
+# what a waiting thread takes from other processes.
+THREAD_WAIT_ENV = {"GOMP_SPINCOUNT": "10000"}
+
+
+def apply_thread_wait_policy(environ=os.environ):
+    """Put `THREAD_WAIT_ENV` into ``environ`` unless the caller chose a wait policy already
+    (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set). libgomp reads them once, when Numba's
+    OpenMP threads start: before the first kernel runs."""
+    if not any(k in environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        environ.update(THREAD_WAIT_ENV)
+
+
 def main(argv=None):
     """Run the ``fastrnn`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    Run as a program (``argv=None``), it sets ``OMP_WAIT_POLICY=PASSIVE`` unless already set:
-    Numba's OpenMP threads then sleep instead of spinning while they wait. On this project's
-    shared 2-core machine, with another process busy, the default ``fastrnn train`` took 136 s
-    with spinning threads and 28 s with sleeping ones (same result); one thread took 26 s.
+    Run as a program (``argv=None``), ``train``, ``evaluate`` and ``predict`` wait for work as
+    `THREAD_WAIT_ENV` says (`apply_thread_wait_policy`). ``bench`` does not: it times the library
+    as any program gets it, like ``python -m fastrnn.bench`` and pytest-benchmark.
     """
-    if argv is None:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")    # read when OpenMP starts
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:                   # everything after "bench" belongs to fastrnn.bench
         return _run(cmd_bench, argv[1:])
+    if program:
+        apply_thread_wait_policy()
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
