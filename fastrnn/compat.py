@@ -50,12 +50,14 @@ import time
 
 import numpy as np
 
-from . import optim
+from . import initializers, layout, optim, reference
 from .callbacks import Callback
 from .model import SimpleRNNClassifier
 
 OPTIMIZERS = ("sgd", "adam")
 LOG_EVERY = 10
+NOTEBOOK_ADAM_LR = 0.001      # the notebook's Adam ignores the learning rate given to trains
+EVAL_CHUNK = 2048             # sequences per forward pass when evaluating (bounds the memory)
 
 
 class RNN:
@@ -87,22 +89,47 @@ class RNN:
     """
 
     def __init__(self, word_dim, hidden_dim=100, truncate=4, batchsize=32, optimizer="sgd",
-                 backend="numba", dtype="float32", seed=None, threads=None):
+                 backend="numba", dtype=None, seed=None, threads=None, faithful=False):
         for name, value in (("word_dim", word_dim), ("hidden_dim", hidden_dim),
                             ("batchsize", batchsize)):
             _positive_int(name, value)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         self.word_dim, self.hidden_dim, self.truncate = word_dim, hidden_dim, truncate
-        self.batchsize, self.optimizer = int(batchsize), optimizer
+        self.batchsize, self.optimizer, self.faithful = int(batchsize), optimizer, bool(faithful)
+        if not faithful:
+            self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
+                                             bptt_truncate=truncate, dtype=dtype or "float32",
+                                             backend=backend, optimizer=optimizer, seed=seed,
+                                             threads=threads)
+            return
+        # faithful: the notebook's maths in float64, its initialisation from np.random
+        _positive_int("truncate", truncate, minimum=0)
+        if dtype not in (None, "float64", np.float64):
+            raise ValueError(f"faithful=True computes in float64, as the notebook; got dtype={dtype!r}")
+        self.truncate = int(truncate)
         self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
-                                         bptt_truncate=truncate, dtype=dtype, backend=backend,
-                                         optimizer=optimizer, seed=seed, threads=threads)
+                                         dtype="float64", backend=backend, optimizer=optimizer,
+                                         seed=0, threads=threads)
+        random_state = np.random if seed is None else np.random.RandomState(seed)
+        weights = initializers.notebook_weights(random_state, self.model.dims)
+        for view, value in zip(layout.unpack(self.model.theta, self.model.dims), weights):
+            if view is not None:
+                view[...] = value
+        self.train_loss = self.train_acc = self.test_loss = self.test_acc = None
+
+    # the notebook's weight names and shapes (views into the model's buffer)
+    U = property(lambda self: self.model.parameters()["kernel"].T, doc="``(H, D)`` input weights")
+    W = property(lambda self: self.model.parameters()["recurrent_kernel"].T,
+                 doc="``(H, H)`` recurrent weights")
+    V = property(lambda self: self.model.parameters()["dense_kernel"].T,
+                 doc="``(2, H)`` output weights")
 
     def trains(self, Xtrain, Ytrain, Xtest, Ytest, learning_rate=0.005, nepoch=100, verbose=True):
         """Train for ``nepoch`` epochs, logging at epoch 1 and every 10th; return the history.
 
         Calling ``trains`` again continues training (epochs keep counting; Adam keeps its state).
+        With ``faithful=True`` see :meth:`_trains_faithful` instead.
 
         Returns
         -------
@@ -113,23 +140,98 @@ class RNN:
         Xtrain, Ytrain = self._data("Xtrain", Xtrain, "Ytrain", Ytrain)
         Xtest, Ytest = self._data("Xtest", Xtest, "Ytest", Ytest)
         _positive_int("nepoch", nepoch, minimum=0)
+        if self.faithful:
+            return self._trains_faithful(Xtrain, Ytrain, Xtest, Ytest, learning_rate, nepoch,
+                                         verbose)
         self.model.optimizer = optim.get({"name": self.optimizer, "learning_rate": learning_rate})
         log = _EpochLog(Xtrain, Ytrain, Xtest, Ytest, verbose)
         self.model.fit(Xtrain, Ytrain, epochs=self.model.epoch + nepoch, batch_size=self.batchsize,
                        shuffle=True, callbacks=[log], verbose=0)
         return log.history
 
+    def _trains_faithful(self, Xtrain, Ytrain, Xtest, Ytest, learning_rate, nepoch, verbose):
+        """The notebook's ``trains``: its batches, gradient, optimizer, schedule and log lines.
+
+        Batches in order, the last partial batch dropped; per batch the notebook's gradient
+        (``reference.notebook_loss_and_grad``) and update: SGD ``p -= learning_rate * g``, or its
+        Adam (``adam_update(step=1)``, learning rate 0.001 whatever ``learning_rate`` is). After
+        epoch 1 and every 10th epoch OF THIS CALL (a new call counts from 1 again, as the
+        notebook), the whole train and test sets are evaluated with its formulas
+        (``reference.notebook_metrics``; also left in ``train_loss``, ``train_acc``, ``test_loss``,
+        ``test_acc``) and its four log lines printed. Returns one dict per logged epoch (the
+        notebook returns nothing): ``epoch``, the four numbers and ``seconds`` (that epoch's
+        training time, evaluation excluded).
+        """
+        if not self.truncate < 2 * Xtrain.shape[1]:
+            raise ValueError(f"truncate={self.truncate} must be < 2 T = {2 * Xtrain.shape[1]} "
+                             "(the notebook's truncation loop indexes out of range from there)")
+        if self.optimizer == "sgd":
+            learning_rate = float(learning_rate)
+            if not np.isfinite(learning_rate):
+                raise ValueError(f"learning_rate must be finite, got {learning_rate}")
+        m, B = self.model, self.batchsize
+        theta, grad, s1, s2 = m.theta, m.grad, m.s1, m.s2
+        ops = m.backend
+        loss_and_grad = (_numba_notebook_loss_and_grad if m.backend_name == "numba"
+                         else reference.notebook_loss_and_grad)
+        history = []
+        with m._backend_call():
+            for epoch in range(nepoch):
+                start = time.perf_counter()
+                for b0 in range(0, len(Ytrain) - B + 1, B):
+                    loss_and_grad(theta, m.dims, Xtrain[b0:b0 + B], Ytrain[b0:b0 + B], grad,
+                                  self.truncate)
+                    if self.optimizer == "sgd":
+                        ops.sgd_update(theta, grad, s1, learning_rate)
+                    else:
+                        ops.adam_update(theta, grad, s1, s2, 1, NOTEBOOK_ADAM_LR)
+                seconds = time.perf_counter() - start
+                if epoch == 0 or epoch % LOG_EVERY == LOG_EVERY - 1:
+                    self.train_loss, self.train_acc = self._metrics(Xtrain, Ytrain)
+                    self.test_loss, self.test_acc = self._metrics(Xtest, Ytest)
+                    history.append({"epoch": epoch + 1, "train_loss": self.train_loss,
+                                    "train_acc": self.train_acc, "test_loss": self.test_loss,
+                                    "test_acc": self.test_acc, "seconds": seconds})
+                    if verbose:
+                        print("*" * 50)
+                        print("epoch", epoch + 1)
+                        print("train : loss {:.4} ,acc {:.4}".format(self.train_loss, self.train_acc))
+                        print("test : loss {:.4} ,acc {:.4}".format(self.test_loss, self.test_acc))
+        return history
+
+    def _logits(self, X):
+        """Logits ``(N, 2)``: the model's forward pass, or the notebook's (float64, no bias)."""
+        if not self.faithful:
+            return self.model.predict_logits(X)
+        if self.model.backend_name == "numba":             # kernels.forward; the biases are 0
+            return self.model.predict_logits(X, batch_size=EVAL_CHUNK)
+        p = layout.unpack(self.model.theta, self.model.dims)
+        return np.concatenate([reference.notebook_forward(X[i:i + EVAL_CHUNK], p.W_xh, p.W_hh)[-1]
+                               @ p.W_hy for i in range(0, len(X), EVAL_CHUNK)])
+
+    def _metrics(self, X, Y):
+        with self.model._backend_call():
+            return reference.notebook_metrics(self._logits(X), Y)
+
     def predict(self, X):
         """Predicted labels ``(N,)`` (0 or 1) for dense inputs ``X (N, T, word_dim)``."""
+        if self.faithful:
+            return self.predict_proba(X).argmax(axis=1)
         return self.model.predict(self._x("X", X))
 
     def predict_proba(self, X):
-        """Class probabilities ``(N, 2)``."""
+        """Class probabilities ``(N, 2)`` (with ``faithful=True`` the notebook's softmax)."""
+        if self.faithful:
+            with self.model._backend_call():
+                return reference.notebook_softmax(self._logits(self._x("X", X)))
         return self.model.predict_proba(self._x("X", X))
 
     def evaluate(self, X, Y):
-        """``(mean loss, accuracy)`` on ``(X, Y)``."""
+        """``(mean loss, accuracy)`` on ``(X, Y)`` (with ``faithful=True`` the notebook's
+        formulas, ``reference.notebook_metrics``: the numbers ``trains`` logs)."""
         X, Y = self._data("X", X, "Y", Y)
+        if self.faithful:
+            return self._metrics(X, Y)
         result = self.model.evaluate(X, Y)
         return result["loss"], result["accuracy"]
 
@@ -163,6 +265,28 @@ class RNN:
         if bad.size:
             raise ValueError(f"{yname} must hold labels 0 and 1 only, got {bad[0]}")
         return X, Y.astype(np.int64)
+
+
+def _numba_notebook_loss_and_grad(theta, dims, x, y, grad, truncate):
+    """``reference.notebook_loss_and_grad`` with the recurrence run by the kernels.
+
+    ``kernels.rnn_forward`` (the bias slot is 0) and ``kernels.rnn_backward``, whose truncation is
+    the notebook's for ``truncate < T``; for ``T <= truncate < 2 T`` it runs on
+    ``reference.notebook_wrap(x, hs)``, which turns the notebook's wrapped indices into steps of a
+    doubled sequence (the kernels have no such wrap). The softmax and the output layer are NumPy.
+    """
+    from . import kernels
+    p, g = layout.unpack(theta, dims), layout.unpack(grad, dims)
+    hs = kernels.rnn_forward(x, p.W_xh, p.W_hh, p.b_h)
+    logits = hs[-1] @ p.W_hy
+    dlogits = reference.notebook_softmax(logits) - np.eye(dims[3])[y]
+    grad[...] = 0
+    g.W_hy[...] = hs[-1].T @ dlogits
+    if truncate:
+        xs, hss = (x, hs) if truncate < x.shape[1] else reference.notebook_wrap(x, hs)
+        _, g.W_xh[...], g.W_hh[...], _ = kernels.rnn_backward(dlogits @ p.W_hy.T, xs, hss, p.W_xh,
+                                                              p.W_hh, bptt_truncate=truncate)
+    return logits
 
 
 def _positive_int(name, value, minimum=1):
