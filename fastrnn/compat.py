@@ -15,10 +15,11 @@ the notebook's log lines at epoch 1 and every 10th epoch::
 
 and returns a history: one dict per epoch with ``epoch``, ``train_loss``, ``train_acc``,
 ``test_loss``, ``test_acc`` (the whole train and test sets evaluated after the epoch) and
-``seconds`` (the epoch's training time, evaluation excluded). This module contains no maths: the
-model is a dense-input ``SimpleRNNClassifier(vocab_size=None, ...)`` and every number comes from it.
+``seconds`` (the epoch's training time, evaluation excluded). This module contains no maths of its
+own: the model is a dense-input ``SimpleRNNClassifier(vocab_size=None, ...)`` and every number
+comes from it (with ``faithful=True``: from the ``notebook_*`` functions of ``fastrnn.reference``).
 
-What differs from the notebook, on purpose:
+What differs from the notebook, on purpose (the default, ``faithful=False``):
 
 - **Adam is Kingma & Ba's, bias-corrected** (``fastrnn.optim.Adam(learning_rate)``,
   ``p -= lr * m_hat / (sqrt(v_hat) + 1e-8)``), not the notebook's uncorrected variant. Early steps
@@ -38,6 +39,32 @@ What differs from the notebook, on purpose:
   reference with the same maths (results agree up to float rounding).
 - Inputs are checked: bad shapes, NaN/inf, labels outside {0, 1} raise ``ValueError`` /
   ``TypeError`` naming the argument.
+
+``faithful=True`` reproduces the notebook's training instead: after the same
+``np.random.seed(s)``, the same log lines and the same numbers (float64; bit for bit on the NumPy
+backend as measured, within 1e-15 on the Numba one), for sgd and adam::
+
+    np.random.seed(10)
+    rnn = RNN(128, 32, 4, 16, "adam", faithful=True)
+    rnn.trains(Xtrain, Ytrain, Xtest, Ytest)      # prints the notebook's lines, "*" * 50 first
+
+That is: its initialisation (``initializers.notebook_weights``: ``U``, ``W``, ``V`` drawn from
+``np.random`` in its order and ranges; readable as ``rnn.U``, ``rnn.W``, ``rnn.V`` in its shapes);
+no biases; batches in order, the last partial one dropped; the gradient of the loss summed over
+the batch, with its softmax (no shift) and its truncation, including ``S[i - 1]`` at ``i = 0``
+wrapping to the last state when ``truncate >= T`` (``reference.notebook_rnn_backward``; from
+``truncate = 2 T`` on the notebook fails with IndexError, this with ValueError); SGD
+``p -= learning_rate * g`` or its Adam (bias correction by ``1 - beta``, learning rate 0.001
+whatever ``trains`` is given); after epoch 1 and every 10th epoch of each call (a new call counts
+from 1 again) the whole train and test sets evaluated with its loss and accuracy formulas
+(``reference.notebook_metrics``; also in ``rnn.train_loss`` etc.) and its four log lines. The
+maths is in ``fastrnn.reference`` (the ``notebook_*`` functions); on ``backend="numba"`` the
+recurrence runs in ``kernels.rnn_forward`` / ``rnn_backward`` (the wrap through
+``reference.notebook_wrap``). NumPy is the default there because it is faster in float64: the
+float64 kernels compute tanh with scalar ``math.tanh`` (20,480 per batch of 16 x 40 x 32),
+NumPy's ``np.tanh`` is vectorised. Differences kept on purpose: inputs are checked as above, and
+``trains`` returns one dict per logged epoch (the notebook returns None). Speed: see the README
+("The notebook drop-in") and ``bench/notebook_faithful.py``.
 
 ``notebook_experiment`` reproduces the notebook's kind of input on the real IMDB data (dense
 random word vectors, last 40 tokens) and measures accuracy and the speed of both backends.
@@ -75,12 +102,20 @@ class RNN:
         Mini-batch size.
     optimizer : {"sgd", "adam"}
         Plain SGD or bias-corrected Adam; the learning rate is given to ``trains``.
-    backend : {"numba", "numpy"}
-    dtype : {"float32", "float64"}
+    backend : {"numba", "numpy"} or None
+        Default: "numba", or "numpy" with ``faithful=True`` (faster there: see below).
+    dtype : {"float32", "float64"} or None
+        Default: "float32"; ``faithful=True`` computes in float64 only.
     seed : int or None
-        Seeds the initialisation and the shuffling.
+        Seeds the initialisation and the shuffling. With ``faithful=True``: None draws the
+        initial weights from NumPy's global random state (``np.random``, as the notebook), an
+        integer from ``np.random.RandomState(seed)`` (the same weights as ``np.random.seed(seed)``
+        first, without touching the global state).
     threads : int or None
         Numba threads (default: all cores).
+    faithful : bool
+        False (default): the corrected maths described in this module. True: the notebook's own
+        maths, reproduced exactly (see "faithful=True" below).
 
     Attributes
     ----------
@@ -89,7 +124,7 @@ class RNN:
     """
 
     def __init__(self, word_dim, hidden_dim=100, truncate=4, batchsize=32, optimizer="sgd",
-                 backend="numba", dtype=None, seed=None, threads=None, faithful=False):
+                 backend=None, dtype=None, seed=None, threads=None, faithful=False):
         for name, value in (("word_dim", word_dim), ("hidden_dim", hidden_dim),
                             ("batchsize", batchsize)):
             _positive_int(name, value)
@@ -100,8 +135,8 @@ class RNN:
         if not faithful:
             self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
                                              bptt_truncate=truncate, dtype=dtype or "float32",
-                                             backend=backend, optimizer=optimizer, seed=seed,
-                                             threads=threads)
+                                             backend=backend or "numba", optimizer=optimizer,
+                                             seed=seed, threads=threads)
             return
         # faithful: the notebook's maths in float64, its initialisation from np.random
         _positive_int("truncate", truncate, minimum=0)
@@ -109,8 +144,8 @@ class RNN:
             raise ValueError(f"faithful=True computes in float64, as the notebook; got dtype={dtype!r}")
         self.truncate = int(truncate)
         self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
-                                         dtype="float64", backend=backend, optimizer=optimizer,
-                                         seed=0, threads=threads)
+                                         dtype="float64", backend=backend or "numpy",
+                                         optimizer=optimizer, seed=0, threads=threads)
         random_state = np.random if seed is None else np.random.RandomState(seed)
         weights = initializers.notebook_weights(random_state, self.model.dims)
         for view, value in zip(layout.unpack(self.model.theta, self.model.dims), weights):
@@ -171,16 +206,17 @@ class RNN:
                 raise ValueError(f"learning_rate must be finite, got {learning_rate}")
         m, B = self.model, self.batchsize
         theta, grad, s1, s2 = m.theta, m.grad, m.s1, m.s2
+        p, g = layout.unpack(theta, m.dims), layout.unpack(grad, m.dims)
+        g.b_h[...] = g.b_y[...] = 0             # no biases: their gradient stays 0, so do they
         ops = m.backend
         loss_and_grad = (_numba_notebook_loss_and_grad if m.backend_name == "numba"
                          else reference.notebook_loss_and_grad)
         history = []
-        with m._backend_call():
+        with m._backend_call(), _serial_blas():
             for epoch in range(nepoch):
                 start = time.perf_counter()
                 for b0 in range(0, len(Ytrain) - B + 1, B):
-                    loss_and_grad(theta, m.dims, Xtrain[b0:b0 + B], Ytrain[b0:b0 + B], grad,
-                                  self.truncate)
+                    loss_and_grad(p, g, Xtrain[b0:b0 + B], Ytrain[b0:b0 + B], self.truncate)
                     if self.optimizer == "sgd":
                         ops.sgd_update(theta, grad, s1, learning_rate)
                     else:
@@ -267,7 +303,7 @@ class RNN:
         return X, Y.astype(np.int64)
 
 
-def _numba_notebook_loss_and_grad(theta, dims, x, y, grad, truncate):
+def _numba_notebook_loss_and_grad(p, g, x, y, truncate):
     """``reference.notebook_loss_and_grad`` with the recurrence run by the kernels.
 
     ``kernels.rnn_forward`` (the bias slot is 0) and ``kernels.rnn_backward``, whose truncation is
@@ -276,17 +312,23 @@ def _numba_notebook_loss_and_grad(theta, dims, x, y, grad, truncate):
     doubled sequence (the kernels have no such wrap). The softmax and the output layer are NumPy.
     """
     from . import kernels
-    p, g = layout.unpack(theta, dims), layout.unpack(grad, dims)
     hs = kernels.rnn_forward(x, p.W_xh, p.W_hh, p.b_h)
     logits = hs[-1] @ p.W_hy
-    dlogits = reference.notebook_softmax(logits) - np.eye(dims[3])[y]
-    grad[...] = 0
+    dlogits = reference.notebook_softmax(logits) - np.eye(logits.shape[1])[y]
     g.W_hy[...] = hs[-1].T @ dlogits
     if truncate:
         xs, hss = (x, hs) if truncate < x.shape[1] else reference.notebook_wrap(x, hs)
         _, g.W_xh[...], g.W_hh[...], _ = kernels.rnn_backward(dlogits @ p.W_hy.T, xs, hss, p.W_xh,
                                                               p.W_hh, bptt_truncate=truncate)
     return logits
+
+
+def _serial_blas():
+    """NumPy's BLAS on one thread while training faithfully: its products there are tiny
+    (``(16, 32) @ (32, 32)``); measured with another process busy on the second core, two BLAS
+    threads made a batch of 16 four times slower (1.9 ms instead of 0.46 ms)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api="blas")
 
 
 def _positive_int(name, value, minimum=1):

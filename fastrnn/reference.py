@@ -261,7 +261,10 @@ def notebook_forward(x, W_xh, W_hh):
     xw = (np.ascontiguousarray(x).reshape(B * T, D) @ W_xh).reshape(B, T, -1)
     hs = np.zeros((T + 1, B, W_hh.shape[0]), dtype=xw.dtype)
     for t in range(T):
-        np.tanh(xw[:, t] + hs[t] @ W_hh, out=hs[t + 1])
+        h = hs[t + 1]                           # h_t = tanh(h_{t-1} @ W_hh + x_t @ W_xh), in place
+        np.matmul(hs[t], W_hh, out=h)
+        h += xw[:, t]
+        np.tanh(h, out=h)
     return hs
 
 
@@ -315,17 +318,18 @@ def notebook_wrap(x, hs):
     return x2, hs2
 
 
-def notebook_loss_and_grad(theta, dims, x, y, grad, truncate):
-    """The notebook's gradient on the batch ``(x, y)`` (dense ``x``), written into ``grad``.
+def notebook_loss_and_grad(p, g, x, y, truncate):
+    """The notebook's gradient on the batch ``(x, y)`` (dense ``x``), written into ``g``.
 
-    The gradient of the loss SUMMED over the batch (``softmax - onehot``, not divided by ``B``);
-    the bias slots of ``grad`` are 0 (the notebook has no biases). Returns the logits ``(B, C)``.
+    ``p`` and ``g`` are the parameter and gradient views (``unpack(theta, dims)``,
+    ``unpack(grad, dims)``; unpacked once by the caller, as this runs once per batch of 16). The
+    gradient of the loss SUMMED over the batch (``softmax - onehot``, not divided by ``B``); the
+    bias slots of ``g`` are not written (the notebook has no biases: keep them 0). Returns the
+    logits ``(B, C)``.
     """
-    p, g = unpack(theta, dims), unpack(grad, dims)
     hs = notebook_forward(x, p.W_xh, p.W_hh)
     logits = hs[-1] @ p.W_hy
-    dlogits = notebook_softmax(logits) - np.eye(dims[3])[y]
-    grad[...] = 0
+    dlogits = notebook_softmax(logits) - np.eye(logits.shape[1])[y]
     g.W_hy[...] = hs[-1].T @ dlogits
     g.W_xh[...], g.W_hh[...] = notebook_rnn_backward(dlogits @ p.W_hy.T, x, hs, p.W_hh, truncate)
     return logits

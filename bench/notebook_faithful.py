@@ -1,0 +1,139 @@
+"""The notebook drop-in, faithful: one epoch of the notebook's own code against
+``fastrnn.compat.RNN(..., faithful=True)``, side by side in one process.
+
+The notebook's setting: 10,000 train / 5,000 test sequences of 40 steps of 128-d dense float64
+inputs, hidden 32, batch 16 (625 batches), truncate 4, Adam, ``np.random.seed(10)``. One epoch is
+``trains(..., nepoch=1)``: the 625 training steps and then, as the notebook does after epoch 1 and
+every 10th, the evaluation of the whole train and test sets. Each round runs one such epoch of
+every contender, in a rotating order; the report gives medians over the rounds of the whole epoch
+and of its training part (the notebook's: its epoch minus a separately timed ``loss_and_acc``),
+and the speed-ups as medians of the per-round ratios against the notebook as it runs by default
+(NumPy's BLAS on all cores). The notebook with BLAS on one thread is timed too, since fastrnn's
+faithful mode trains with BLAS on one thread. The notebook's code is the test oracle
+``notebook_rnn.py`` from ``--notebook-dir`` / ``$FASTRNN_NOTEBOOK_DIR`` / ``../shared/notebook``.
+
+    python bench/notebook_faithful.py --rounds 5          # [--data-dir ../shared/data/imdb]
+
+Without ``--data-dir`` (or ``$FASTRNN_DATA_DIR``) the inputs are seeded normal numbers (x 0.25);
+with it, the IMDB reviews as ``fastrnn.compat.notebook_data`` builds them. Speed does not depend on
+which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_notebook(directory=None):
+    directory = directory or os.environ.get("FASTRNN_NOTEBOOK_DIR") or os.path.join(
+        ROOT, os.pardir, "shared", "notebook")
+    path = os.path.join(directory, "notebook_rnn.py")
+    if not os.path.isfile(path):
+        sys.exit(f"notebook_faithful: no notebook_rnn.py in {os.path.normpath(directory)} "
+                 "(pass --notebook-dir or set FASTRNN_NOTEBOOK_DIR)")
+    spec = importlib.util.spec_from_file_location("notebook_rnn_oracle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_data(data_dir, n_train=10000, n_test=5000, T=40, D=128):
+    if data_dir:
+        from fastrnn.compat import notebook_data
+        (X, Y), (Xt, Yt) = notebook_data(data_dir, n_train, n_test, maxlen=T, word_dim=D)
+        return X.astype(np.float64), Y, Xt.astype(np.float64), Yt
+    rng = np.random.default_rng(0)
+    X = 0.25 * rng.standard_normal((n_train + n_test, T, D))
+    Y = (X[:, -4:, :8].sum(axis=(1, 2)) > 0).astype(np.int64)
+    return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data-dir", default=os.environ.get("FASTRNN_DATA_DIR"))
+    parser.add_argument("--notebook-dir", default=None)
+    parser.add_argument("--backends", default="numpy,numba")
+    parser.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
+    args = parser.parse_args(argv)
+
+    from fastrnn.compat import RNN
+    notebook = load_notebook(args.notebook_dir)
+    data = load_data(args.data_dir)
+    D, H, k, B = data[0].shape[2], 32, 4, 16
+    hot = [np.identity(2)[y].T for y in (data[1], data[3])]
+
+    notebook.configure(H, B)
+    np.random.seed(10)
+    theirs = notebook.RNN(D, H, k, B, "adam")
+
+    def run_notebook():
+        with contextlib.redirect_stdout(io.StringIO()):
+            t0 = time.perf_counter()
+            theirs.trains(*data, nepoch=1)
+            epoch = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            theirs.loss_and_acc(data[0], hot[0], data[2], hot[1])
+            return epoch, epoch - (time.perf_counter() - t0)
+
+    def run_notebook_serial():
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):
+            return run_notebook()
+
+    contenders = {"notebook": run_notebook, "notebook, BLAS on 1 thread": run_notebook_serial}
+    for backend in args.backends.split(","):
+        np.random.seed(10)
+        mine = RNN(D, H, k, B, "adam", backend=backend, threads=args.threads, faithful=True)
+        mine.trains(data[0][:64], data[1][:64], data[2][:16], data[3][:16], nepoch=1,
+                    verbose=False)                                      # warm-up (compile)
+        np.random.seed(10)
+        mine = RNN(D, H, k, B, "adam", backend=backend, threads=args.threads, faithful=True)
+
+        def run(mine=mine):
+            t0 = time.perf_counter()
+            row = mine.trains(*data, nepoch=1, verbose=False)[0]
+            return time.perf_counter() - t0, row["seconds"]
+        contenders[f"faithful, {backend}"] = run
+
+    times = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(contenders[name]())
+        print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1][0]:.3f} s ({t[-1][1]:.3f})"
+                                             for n, t in times.items()), file=sys.stderr)
+
+    import numba
+    print(f"# notebook drop-in, faithful: one epoch, {args.rounds} interleaved rounds")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy "
+          f"{np.__version__}, numba {numba.__version__} ({args.threads or numba.get_num_threads()}"
+          f" threads), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{os.getloadavg()[0]:.1f}; inputs: {'IMDB' if args.data_dir else 'random'} "
+          f"{data[0].shape} + {data[2].shape[0]} test\n")
+    print("| code | epoch incl. evaluation, s | speed-up | training only, s | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    base = times["notebook"]
+    for name, t in times.items():
+        cells = []
+        for i in (0, 1):
+            median = statistics.median(x[i] for x in t)
+            ratio = statistics.median(b[i] / x[i] for b, x in zip(base, t))
+            cells += [f"{median:.3f}", "" if name == "notebook" else f"{ratio:.1f}x"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
