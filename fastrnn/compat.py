@@ -282,8 +282,13 @@ class RNN:
                              f"got {X.shape}")
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {X.shape}); need N >= 1 and T >= 1")
-        X = np.ascontiguousarray(X, dtype=self.model.dtype)
-        if not np.isfinite(X).all():
+        dtype = self.model.dtype
+        if self.faithful and X.dtype in (np.float32, np.float64):
+            dtype = X.dtype     # float32 inputs stay float32: NumPy widens each batch exactly, as
+                                # in the notebook, instead of a float64 copy of all of X up front
+        X = np.ascontiguousarray(X, dtype=dtype)
+        # the sum is finite exactly when every element is (unless it overflows: then look closer)
+        if not np.isfinite(X.sum(dtype=np.float64)) and not np.isfinite(X).all():
             raise ValueError(f"{name} contains NaN or inf")
         return X
 
@@ -312,6 +317,7 @@ def _numba_notebook_loss_and_grad(p, g, x, y, truncate):
     doubled sequence (the kernels have no such wrap). The softmax and the output layer are NumPy.
     """
     from . import kernels
+    x = x.astype(p.W_xh.dtype, copy=False)         # float32 inputs: widened per batch (exact)
     hs = kernels.rnn_forward(x, p.W_xh, p.W_hh, p.b_h)
     logits = hs[-1] @ p.W_hy
     dlogits = reference.notebook_softmax(logits) - np.eye(logits.shape[1])[y]

@@ -406,3 +406,26 @@ def test_faithful_truncate_beyond_twice_the_length_is_refused():
     rnn = RNN(6, 4, 8, 8, "sgd", backend="numpy", faithful=True, seed=0)
     with pytest.raises(ValueError, match="truncate=8"):        # the notebook: IndexError
         rnn.trains(*data, nepoch=1, verbose=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_faithful_float32_inputs_as_the_notebook(notebook, capsys, backend):
+    """float32 inputs are not copied to float64 up front; the maths is still float64 throughout,
+    as the notebook's with the same float32 inputs."""
+    X, Y, Xte, Yte = _faithful_data(T=5)
+    data = (X.astype(np.float32), Y, Xte.astype(np.float32), Yte)
+    args = (6, 4, 5, 8, "adam", 7, 0.05, 10)
+    out, logged, weights = _notebook_run(notebook, capsys, data, *args)
+    out2, logged2, weights2, rnn, _ = _faithful_run(capsys, data, *args, backend)
+    assert out2 == out and rnn.U.dtype == np.float64
+    np.testing.assert_allclose(logged2, logged, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(weights2[0], weights[0], rtol=1e-9, atol=1e-12)
+
+
+def test_inputs_with_inf_or_huge_values(data):
+    Xtr, Ytr, Xte, Yte = data
+    rnn = RNN(5, hidden_dim=3, backend="numpy", seed=0, faithful=True)
+    with pytest.raises(ValueError, match="Xtrain.*NaN or inf"):
+        rnn.trains(np.where(Xtr > 2, np.inf, Xtr), Ytr, Xte, Yte, nepoch=1, verbose=False)
+    big = np.full(Xte.shape, 1e300)                       # finite, though its sum overflows
+    assert rnn.predict(big).shape == (len(big),)
