@@ -84,7 +84,7 @@ from .model import SimpleRNNClassifier
 OPTIMIZERS = ("sgd", "adam")
 LOG_EVERY = 10
 NOTEBOOK_ADAM_LR = 0.001      # the notebook's Adam ignores the learning rate given to trains
-EVAL_CHUNK = 2048             # sequences per forward pass when evaluating (bounds the memory)
+EVAL_CHUNK = 512              # sequences per forward pass when evaluating: 10,000 in 0.17 s (2048: 0.31 s)
 
 
 class RNN:
