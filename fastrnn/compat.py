@@ -164,13 +164,23 @@ class RNN:
         """Train for ``nepoch`` epochs, logging at epoch 1 and every 10th; return the history.
 
         Calling ``trains`` again continues training (epochs keep counting; Adam keeps its state).
-        With ``faithful=True`` see :meth:`_trains_faithful` instead.
+
+        With ``faithful=True``, the notebook's ``trains``: batches in order, the last partial
+        batch dropped; per batch the notebook's gradient (``reference.notebook_loss_and_grad``)
+        and update, SGD ``p -= learning_rate * g`` or its Adam (``adam_update(step=1)``, learning
+        rate 0.001 whatever ``learning_rate`` is). After epoch 1 and every 10th epoch OF THIS CALL
+        (a new call counts from 1 again, as the notebook's; the weights and Adam's moments carry
+        over) the whole train and test sets are evaluated with its formulas
+        (``reference.notebook_metrics``, also left in ``train_loss``, ``train_acc``,
+        ``test_loss``, ``test_acc``) and its four log lines printed.
 
         Returns
         -------
         list of dict
-            One dict per epoch of this call: ``epoch`` (1-based, counting earlier calls),
-            ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``.
+            One dict per epoch of this call (with ``faithful=True``: per logged epoch; the
+            notebook returns nothing): ``epoch`` (1-based, counting earlier calls unless
+            faithful), ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``
+            (the epoch's training time, evaluation excluded).
         """
         Xtrain, Ytrain = self._data("Xtrain", Xtrain, "Ytrain", Ytrain)
         Xtest, Ytest = self._data("Xtest", Xtest, "Ytest", Ytest)
@@ -185,18 +195,7 @@ class RNN:
         return log.history
 
     def _trains_faithful(self, Xtrain, Ytrain, Xtest, Ytest, learning_rate, nepoch, verbose):
-        """The notebook's ``trains``: its batches, gradient, optimizer, schedule and log lines.
-
-        Batches in order, the last partial batch dropped; per batch the notebook's gradient
-        (``reference.notebook_loss_and_grad``) and update: SGD ``p -= learning_rate * g``, or its
-        Adam (``adam_update(step=1)``, learning rate 0.001 whatever ``learning_rate`` is). After
-        epoch 1 and every 10th epoch OF THIS CALL (a new call counts from 1 again, as the
-        notebook), the whole train and test sets are evaluated with its formulas
-        (``reference.notebook_metrics``; also left in ``train_loss``, ``train_acc``, ``test_loss``,
-        ``test_acc``) and its four log lines printed. Returns one dict per logged epoch (the
-        notebook returns nothing): ``epoch``, the four numbers and ``seconds`` (that epoch's
-        training time, evaluation excluded).
-        """
+        """``trains`` with ``faithful=True`` (see there), on checked inputs."""
         if not self.truncate < 2 * Xtrain.shape[1]:
             raise ValueError(f"truncate={self.truncate} must be < 2 T = {2 * Xtrain.shape[1]} "
                              "(the notebook's truncation loop indexes out of range from there)")
@@ -330,9 +329,9 @@ def _numba_notebook_loss_and_grad(p, g, x, y, truncate):
 
 
 def _serial_blas():
-    """NumPy's BLAS on one thread while training faithfully: its products there are tiny
-    (``(16, 32) @ (32, 32)``); measured with another process busy on the second core, two BLAS
-    threads made a batch of 16 four times slower (1.9 ms instead of 0.46 ms)."""
+    """NumPy's BLAS on one thread while training faithfully: its products there are small
+    (``(16, 160) @ (160, 32)`` per step). Measured with another process busy on the second core,
+    two BLAS threads made a faithful batch of 16 four times slower (1.9 ms instead of 0.46 ms)."""
     from threadpoolctl import threadpool_limits
     return threadpool_limits(1, user_api="blas")
 
