@@ -69,7 +69,8 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                         help="dtype of the inputs (the maths is float64 either way)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="Numba threads for backend numba (default 1: batches of 16 gain nothing from two)")
+                        help="Numba threads for backend numba (default 1: batches of 16 "
+                             "gain nothing from two)")
     args = parser.parse_args(argv)
 
     from fastrnn.compat import RNN
