@@ -9,7 +9,9 @@ every contender, in a rotating order; the report gives medians over the rounds o
 and of its training part (the notebook's: until its ``loss_and_acc`` starts),
 and the speed-ups as medians of the per-round ratios against the notebook as it runs by default
 (NumPy's BLAS on all cores). The notebook with BLAS on one thread is timed too, since fastrnn's
-faithful mode trains with BLAS on one thread. The notebook's code is the test oracle
+faithful mode trains with BLAS on one thread. Every model starts from ``np.random.seed(10)`` and
+trains one epoch per round, so each round also checks that the faithful runs print the notebook's
+log lines and log its numbers (the largest relative difference is reported). The notebook's code is the test oracle
 ``notebook_rnn.py`` from ``--notebook-dir`` / ``$FASTRNN_NOTEBOOK_DIR`` / ``../shared/notebook``.
 
     python bench/notebook_faithful.py --rounds 5          # [--data-dir ../shared/data/imdb]
@@ -84,23 +86,27 @@ def main(argv=None):
         def loss_and_acc(self, *args):
             self.evaluation_start = time.perf_counter()
             super().loss_and_acc(*args)
+            self.logged = (self.train_loss, self.train_acc, self.test_loss, self.test_acc)
 
-    notebook.configure(H, B)
-    np.random.seed(10)
-    theirs = Timed(D, H, k, B, "adam")
-
-    def run_notebook():
-        with contextlib.redirect_stdout(io.StringIO()):
-            t0 = time.perf_counter()
-            theirs.trains(*data, nepoch=1)
-            return time.perf_counter() - t0, theirs.evaluation_start - t0
-
-    def run_notebook_serial():
+    def notebook_contender(serial):
         from threadpoolctl import threadpool_limits
-        with threadpool_limits(1, user_api="blas"):
-            return run_notebook()
+        notebook.configure(H, B)
+        np.random.seed(10)
+        theirs = Timed(D, H, k, B, "adam")
 
-    contenders = {"notebook": run_notebook, "notebook, BLAS on 1 thread": run_notebook_serial}
+        def run():
+            with contextlib.ExitStack() as stack:
+                if serial:
+                    stack.enter_context(threadpool_limits(1, user_api="blas"))
+                out = stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                t0 = time.perf_counter()
+                theirs.trains(*data, nepoch=1)
+                total = time.perf_counter() - t0
+            return total, theirs.evaluation_start - t0, out.getvalue(), theirs.logged
+        return run
+
+    contenders = {"notebook": notebook_contender(False),
+                  "notebook, BLAS on 1 thread": notebook_contender(True)}
     for backend in args.backends.split(","):
         np.random.seed(10)
         mine = RNN(D, H, k, B, "adam", backend=backend, threads=args.threads, faithful=True)
@@ -110,9 +116,12 @@ def main(argv=None):
         mine = RNN(D, H, k, B, "adam", backend=backend, threads=args.threads, faithful=True)
 
         def run(mine=mine):
-            t0 = time.perf_counter()
-            row = mine.trains(*data, nepoch=1, verbose=False)[0]
-            return time.perf_counter() - t0, row["seconds"]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                t0 = time.perf_counter()
+                row = mine.trains(*data, nepoch=1)[0]
+                total = time.perf_counter() - t0
+            logged = tuple(row[key] for key in ("train_loss", "train_acc", "test_loss", "test_acc"))
+            return total, row["seconds"], out.getvalue(), logged
         contenders[f"faithful, {backend}"] = run
 
     def run_floor():
@@ -126,16 +135,25 @@ def main(argv=None):
             for b0 in range(0, len(X) - B + 1, B):
                 X[b0:b0 + B].reshape(-1, D) @ W
             t = time.perf_counter() - t0
-        return t, t
+        return t, t, None, None
 
     contenders["floor: the input projections alone"] = run_floor
     times = {name: [] for name in contenders}
     names = list(contenders)
+    same_lines, worst = True, 0.0          # every model trained one epoch per round, same seed
     for r in range(args.rounds):
+        results = {}
         for name in names[r % len(names):] + names[:r % len(names)]:
-            times[name].append(contenders[name]())
+            results[name] = contenders[name]()
+            times[name].append(results[name][:2])
+        out, logged = results["notebook"][2:]
+        for name, (*_, out2, logged2) in results.items():
+            if out2 is not None:
+                same_lines &= out2 == out
+                worst = max(worst, max(abs(a - b) / abs(b) for a, b in zip(logged2, logged)))
         print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1][0]:.3f} s ({t[-1][1]:.3f})"
-                                             for n, t in times.items()), file=sys.stderr)
+                                             for n, t in times.items())
+              + f"; the notebook's log: {out.splitlines()[2:]}", file=sys.stderr)
 
     import numba
     print(f"# notebook drop-in, faithful: one epoch, {args.rounds} interleaved rounds")
@@ -154,6 +172,8 @@ def main(argv=None):
             ratio = statistics.median(b[i] / x[i] for b, x in zip(base, t))
             cells += [f"{median:.3f}", "" if name == "notebook" else f"{ratio:.1f}x"]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nLog lines of every contender identical to the notebook's in every round: {same_lines}; "
+          f"largest relative difference of a logged value: {worst:.1e}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ What differs from the notebook, on purpose (the default, ``faithful=False``):
 
 ``faithful=True`` reproduces the notebook's training instead: after the same
 ``np.random.seed(s)``, the same log lines and the same numbers (float64; they differ only by
-rounding, within 1e-15 relative as measured over 10 epochs), for sgd and adam::
+rounding: about 1e-15 relative at most, as measured over 10 epochs), for sgd and adam::
 
     np.random.seed(10)
     rnn = RNN(128, 32, 4, 16, "adam", faithful=True)
