@@ -15,10 +15,11 @@ the notebook's log lines at epoch 1 and every 10th epoch::
 
 and returns a history: one dict per epoch with ``epoch``, ``train_loss``, ``train_acc``,
 ``test_loss``, ``test_acc`` (the whole train and test sets evaluated after the epoch) and
-``seconds`` (the epoch's training time, evaluation excluded). This module contains no maths: the
-model is a dense-input ``SimpleRNNClassifier(vocab_size=None, ...)`` and every number comes from it.
+``seconds`` (the epoch's training time, evaluation excluded). This module contains no maths of its
+own: the model is a dense-input ``SimpleRNNClassifier(vocab_size=None, ...)`` and every number
+comes from it (with ``faithful=True``: from the ``notebook_*`` functions of ``fastrnn.reference``).
 
-What differs from the notebook, on purpose:
+What differs from the notebook, on purpose (the default, ``faithful=False``):
 
 - **Adam is Kingma & Ba's, bias-corrected** (``fastrnn.optim.Adam(learning_rate)``,
   ``p -= lr * m_hat / (sqrt(v_hat) + 1e-8)``), not the notebook's uncorrected variant. Early steps
@@ -39,6 +40,32 @@ What differs from the notebook, on purpose:
 - Inputs are checked: bad shapes, NaN/inf, labels outside {0, 1} raise ``ValueError`` /
   ``TypeError`` naming the argument.
 
+``faithful=True`` reproduces the notebook's training instead: after the same
+``np.random.seed(s)``, the same log lines and the same numbers (float64; they differ only by
+rounding: about 1e-15 relative at most, as measured over 10 epochs), for sgd and adam::
+
+    np.random.seed(10)
+    rnn = RNN(128, 32, 4, 16, "adam", faithful=True)
+    rnn.trains(Xtrain, Ytrain, Xtest, Ytest)      # prints the notebook's lines, "*" * 50 first
+
+That is: its initialisation (``initializers.notebook_weights``: ``U``, ``W``, ``V`` drawn from
+``np.random`` in its order and ranges; readable as ``rnn.U``, ``rnn.W``, ``rnn.V`` in its shapes);
+no biases; batches in order, the last partial one dropped; the gradient of the loss summed over
+the batch, with its softmax (no shift) and its truncation, including ``S[i - 1]`` at ``i = 0``
+wrapping to the last state when ``truncate >= T`` (``reference.notebook_rnn_backward``; from
+``truncate = 2 T`` on the notebook fails with IndexError, this with ValueError); SGD
+``p -= learning_rate * g`` or its Adam (bias correction by ``1 - beta``, learning rate 0.001
+whatever ``trains`` is given); after epoch 1 and every 10th epoch of each call (a new call counts
+from 1 again) the whole train and test sets evaluated with its loss and accuracy formulas
+(``reference.notebook_metrics``; also in ``rnn.train_loss`` etc.) and its four log lines. The
+maths is in ``fastrnn.reference`` (the ``notebook_*`` functions); on ``backend="numba"`` the
+recurrence runs in ``kernels.rnn_forward`` / ``rnn_backward`` (the wrap through
+``reference.notebook_wrap``). NumPy is the default there because it is faster in float64: the
+float64 kernels compute tanh with scalar ``math.tanh`` (20,480 per batch of 16 x 40 x 32),
+NumPy's ``np.tanh`` is vectorised. Differences kept on purpose: inputs are checked as above, and
+``trains`` returns one dict per logged epoch (the notebook returns None). Speed: see the README
+("The notebook drop-in") and ``bench/notebook_faithful.py``.
+
 ``notebook_experiment`` reproduces the notebook's kind of input on the real IMDB data (dense
 random word vectors, last 40 tokens) and measures accuracy and the speed of both backends.
 """
@@ -50,12 +77,15 @@ import time
 
 import numpy as np
 
-from . import optim
+from . import initializers, layout, optim, reference
 from .callbacks import Callback
 from .model import SimpleRNNClassifier
 
 OPTIMIZERS = ("sgd", "adam")
 LOG_EVERY = 10
+NOTEBOOK_ADAM_LR = 0.001      # the notebook's Adam ignores the learning rate given to trains
+EVAL_CHUNK = 512              # sequences per forward pass when evaluating faithfully (bounds the
+                              # memory; 10,000 sequences in 0.17 s, in chunks of 2048: 0.31 s)
 
 
 class RNN:
@@ -73,12 +103,20 @@ class RNN:
         Mini-batch size.
     optimizer : {"sgd", "adam"}
         Plain SGD or bias-corrected Adam; the learning rate is given to ``trains``.
-    backend : {"numba", "numpy"}
-    dtype : {"float32", "float64"}
+    backend : {"numba", "numpy"} or None
+        Default: "numba", or "numpy" with ``faithful=True`` (faster there: see below).
+    dtype : {"float32", "float64"} or None
+        Default: "float32"; ``faithful=True`` computes in float64 only.
     seed : int or None
-        Seeds the initialisation and the shuffling.
+        Seeds the initialisation and the shuffling. With ``faithful=True``: None draws the
+        initial weights from NumPy's global random state (``np.random``, as the notebook), an
+        integer from ``np.random.RandomState(seed)`` (the same weights as ``np.random.seed(seed)``
+        first, without touching the global state).
     threads : int or None
         Numba threads (default: all cores).
+    faithful : bool
+        False (default): the corrected maths described in this module. True: the notebook's own
+        maths, reproduced exactly (see "faithful=True" below).
 
     Attributes
     ----------
@@ -87,32 +125,71 @@ class RNN:
     """
 
     def __init__(self, word_dim, hidden_dim=100, truncate=4, batchsize=32, optimizer="sgd",
-                 backend="numba", dtype="float32", seed=None, threads=None):
+                 backend=None, dtype=None, seed=None, threads=None, faithful=False):
         for name, value in (("word_dim", word_dim), ("hidden_dim", hidden_dim),
                             ("batchsize", batchsize)):
             _positive_int(name, value)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         self.word_dim, self.hidden_dim, self.truncate = word_dim, hidden_dim, truncate
-        self.batchsize, self.optimizer = int(batchsize), optimizer
+        self.batchsize, self.optimizer, self.faithful = int(batchsize), optimizer, bool(faithful)
+        if not faithful:
+            self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
+                                             bptt_truncate=truncate, dtype=dtype or "float32",
+                                             backend=backend or "numba", optimizer=optimizer,
+                                             seed=seed, threads=threads)
+            return
+        # faithful: the notebook's maths in float64, its initialisation from np.random
+        _positive_int("truncate", truncate, minimum=0)
+        if dtype not in (None, "float64", np.float64):
+            raise ValueError(f"faithful=True computes in float64, as the notebook; "
+                             f"got dtype={dtype!r}")
+        self.truncate = int(truncate)
         self.model = SimpleRNNClassifier(None, word_dim, hidden_dim, num_classes=2,
-                                         bptt_truncate=truncate, dtype=dtype, backend=backend,
-                                         optimizer=optimizer, seed=seed, threads=threads)
+                                         dtype="float64", backend=backend or "numpy",
+                                         optimizer=optimizer, seed=0, threads=threads)
+        random_state = np.random if seed is None else np.random.RandomState(seed)
+        weights = initializers.notebook_weights(random_state, self.model.dims)
+        for view, value in zip(layout.unpack(self.model.theta, self.model.dims), weights):
+            if view is not None:
+                view[...] = value
+        self.train_loss = self.train_acc = self.test_loss = self.test_acc = None
+
+    # the notebook's weight names and shapes (views into the model's buffer)
+    U = property(lambda self: self.model.parameters()["kernel"].T, doc="``(H, D)`` input weights")
+    W = property(lambda self: self.model.parameters()["recurrent_kernel"].T,
+                 doc="``(H, H)`` recurrent weights")
+    V = property(lambda self: self.model.parameters()["dense_kernel"].T,
+                 doc="``(2, H)`` output weights")
 
     def trains(self, Xtrain, Ytrain, Xtest, Ytest, learning_rate=0.005, nepoch=100, verbose=True):
         """Train for ``nepoch`` epochs, logging at epoch 1 and every 10th; return the history.
 
         Calling ``trains`` again continues training (epochs keep counting; Adam keeps its state).
 
+        With ``faithful=True``, the notebook's ``trains``: batches in order, the last partial
+        batch dropped; per batch the notebook's gradient (``reference.notebook_loss_and_grad``)
+        and update, SGD ``p -= learning_rate * g`` or its Adam (``adam_update(step=1)``, learning
+        rate 0.001 whatever ``learning_rate`` is). After epoch 1 and every 10th epoch OF THIS CALL
+        (a new call counts from 1 again, as the notebook's; the weights and Adam's moments carry
+        over) the whole train and test sets are evaluated with its formulas
+        (``reference.notebook_metrics``, also left in ``train_loss``, ``train_acc``,
+        ``test_loss``, ``test_acc``) and its four log lines printed.
+
         Returns
         -------
         list of dict
-            One dict per epoch of this call: ``epoch`` (1-based, counting earlier calls),
-            ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``.
+            One dict per epoch of this call (with ``faithful=True``: per logged epoch; the
+            notebook returns nothing): ``epoch`` (1-based, counting earlier calls unless
+            faithful), ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``
+            (the epoch's training time, evaluation excluded).
         """
         Xtrain, Ytrain = self._data("Xtrain", Xtrain, "Ytrain", Ytrain)
         Xtest, Ytest = self._data("Xtest", Xtest, "Ytest", Ytest)
         _positive_int("nepoch", nepoch, minimum=0)
+        if self.faithful:
+            return self._trains_faithful(Xtrain, Ytrain, Xtest, Ytest, learning_rate, nepoch,
+                                         verbose)
         self.model.optimizer = optim.get({"name": self.optimizer, "learning_rate": learning_rate})
         log = _EpochLog(Xtrain, Ytrain, Xtest, Ytest, verbose)
         self.model.fit(Xtrain, Ytrain, epochs=self.model.epoch + nepoch,
@@ -120,17 +197,81 @@ class RNN:
                        callbacks=[log], verbose=0)
         return log.history
 
+    def _trains_faithful(self, Xtrain, Ytrain, Xtest, Ytest, learning_rate, nepoch, verbose):
+        """``trains`` with ``faithful=True`` (see there), on checked inputs."""
+        if not self.truncate < 2 * Xtrain.shape[1]:
+            raise ValueError(f"truncate={self.truncate} must be < 2 T = {2 * Xtrain.shape[1]} "
+                             "(the notebook's truncation loop indexes out of range from there)")
+        if self.optimizer == "sgd":
+            learning_rate = float(learning_rate)
+            if not np.isfinite(learning_rate):
+                raise ValueError(f"learning_rate must be finite, got {learning_rate}")
+        m, B = self.model, self.batchsize
+        theta, grad, s1, s2 = m.theta, m.grad, m.s1, m.s2
+        p, g = layout.unpack(theta, m.dims), layout.unpack(grad, m.dims)
+        g.b_h[...] = g.b_y[...] = 0             # no biases: their gradient stays 0, so do they
+        ops = m.backend
+        loss_and_grad = (_numba_notebook_loss_and_grad if m.backend_name == "numba"
+                         else reference.notebook_loss_and_grad)
+        history = []
+        with m._backend_call(), _serial_blas():
+            for epoch in range(nepoch):
+                start = time.perf_counter()
+                for b0 in range(0, len(Ytrain) - B + 1, B):
+                    loss_and_grad(p, g, Xtrain[b0:b0 + B], Ytrain[b0:b0 + B], self.truncate)
+                    if self.optimizer == "sgd":
+                        ops.sgd_update(theta, grad, s1, learning_rate)
+                    else:
+                        ops.adam_update(theta, grad, s1, s2, 1, NOTEBOOK_ADAM_LR)
+                seconds = time.perf_counter() - start
+                if epoch == 0 or epoch % LOG_EVERY == LOG_EVERY - 1:
+                    self.train_loss, self.train_acc = self._metrics(Xtrain, Ytrain)
+                    self.test_loss, self.test_acc = self._metrics(Xtest, Ytest)
+                    history.append({"epoch": epoch + 1, "train_loss": self.train_loss,
+                                    "train_acc": self.train_acc, "test_loss": self.test_loss,
+                                    "test_acc": self.test_acc, "seconds": seconds})
+                    if verbose:
+                        print("*" * 50)
+                        print("epoch", epoch + 1)
+                        print("train : loss {:.4} ,acc {:.4}".format(self.train_loss,
+                                                                     self.train_acc))
+                        print("test : loss {:.4} ,acc {:.4}".format(self.test_loss,
+                                                                    self.test_acc))
+        return history
+
+    def _logits(self, X):
+        """Logits ``(N, 2)``: the model's forward pass, or the notebook's (float64, no bias)."""
+        if not self.faithful:
+            return self.model.predict_logits(X, batch_size=256, verbose=0)
+        if self.model.backend_name == "numba":             # kernels.forward; the biases are 0
+            return self.model.predict_logits(X, batch_size=EVAL_CHUNK, verbose=0)
+        p = layout.unpack(self.model.theta, self.model.dims)
+        return np.concatenate([reference.notebook_forward(X[i:i + EVAL_CHUNK], p.W_xh, p.W_hh)[-1]
+                               @ p.W_hy for i in range(0, len(X), EVAL_CHUNK)])
+
+    def _metrics(self, X, Y):
+        with self.model._backend_call():
+            return reference.notebook_metrics(self._logits(X), Y)
+
     def predict(self, X):
         """Predicted labels ``(N,)`` (0 or 1) for dense inputs ``X (N, T, word_dim)``."""
+        if self.faithful:
+            return self.predict_proba(X).argmax(axis=1)
         return self.model.predict(self._x("X", X), verbose=0)
 
     def predict_proba(self, X):
-        """Class probabilities ``(N, 2)``."""
+        """Class probabilities ``(N, 2)`` (with ``faithful=True`` the notebook's softmax)."""
+        if self.faithful:
+            with self.model._backend_call():
+                return reference.notebook_softmax(self._logits(self._x("X", X)))
         return self.model.predict_proba(self._x("X", X), verbose=0)
 
     def evaluate(self, X, Y):
-        """``(mean loss, accuracy)`` on ``(X, Y)``."""
+        """``(mean loss, accuracy)`` on ``(X, Y)`` (with ``faithful=True`` the notebook's
+        formulas, ``reference.notebook_metrics``: the numbers ``trains`` logs)."""
         X, Y = self._data("X", X, "Y", Y)
+        if self.faithful:
+            return self._metrics(X, Y)
         loss, accuracy = self.model.evaluate(X, Y, verbose=0)
         return loss, accuracy
 
@@ -145,8 +286,13 @@ class RNN:
                              f"got {X.shape}")
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {X.shape}); need N >= 1 and T >= 1")
-        X = np.ascontiguousarray(X, dtype=self.model.dtype)
-        if not np.isfinite(X).all():
+        dtype = self.model.dtype
+        if self.faithful and X.dtype in (np.float32, np.float64):
+            dtype = X.dtype     # float32 inputs stay float32: NumPy widens each batch exactly, as
+                                # in the notebook, instead of a float64 copy of all of X up front
+        X = np.ascontiguousarray(X, dtype=dtype)
+        # the sum is finite exactly when every element is (unless it overflows: then look closer)
+        if not np.isfinite(X.sum(dtype=np.float64)) and not np.isfinite(X).all():
             raise ValueError(f"{name} contains NaN or inf")
         return X
 
@@ -164,6 +310,35 @@ class RNN:
         if bad.size:
             raise ValueError(f"{yname} must hold labels 0 and 1 only, got {bad[0]}")
         return X, Y.astype(np.int64)
+
+
+def _numba_notebook_loss_and_grad(p, g, x, y, truncate):
+    """``reference.notebook_loss_and_grad`` with the recurrence run by the kernels.
+
+    ``kernels.rnn_forward`` (the bias slot is 0) and ``kernels.rnn_backward``, whose truncation is
+    the notebook's for ``truncate < T``; for ``T <= truncate < 2 T`` it runs on
+    ``reference.notebook_wrap(x, hs)``, which turns the notebook's wrapped indices into steps of a
+    doubled sequence (the kernels have no such wrap). The softmax and the output layer are NumPy.
+    """
+    from . import kernels
+    x = x.astype(p.W_xh.dtype, copy=False)         # float32 inputs: widened per batch (exact)
+    hs = kernels.rnn_forward(x, p.W_xh, p.W_hh, p.b_h)
+    logits = hs[-1] @ p.W_hy
+    dlogits = reference.notebook_softmax(logits) - np.eye(logits.shape[1])[y]
+    g.W_hy[...] = hs[-1].T @ dlogits
+    if truncate:
+        xs, hss = (x, hs) if truncate < x.shape[1] else reference.notebook_wrap(x, hs)
+        _, g.W_xh[...], g.W_hh[...], _ = kernels.rnn_backward(dlogits @ p.W_hy.T, xs, hss, p.W_xh,
+                                                              p.W_hh, bptt_truncate=truncate)
+    return logits
+
+
+def _serial_blas():
+    """NumPy's BLAS on one thread while training faithfully: its products there are small
+    (``(16, 160) @ (160, 32)`` per step). Measured with another process busy on the second core,
+    two BLAS threads made a faithful batch of 16 four times slower (1.9 ms instead of 0.46 ms)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api="blas")
 
 
 def _positive_int(name, value, minimum=1):
@@ -332,5 +507,5 @@ def notebook_classifier_experiment(data_dir=None, seed=0, num_words=10000, epoch
     best = EarlyStopping(patience=2, restore_best_weights=True)
     history = model.fit(x_train, y_train[:10000], epochs=epochs, batch_size=16,
                         validation_split=0.2, callbacks=[best], verbose=0)
-    return {**model.evaluate(x_test, y_test[:5000], verbose=0, return_dict=True), "best_epoch": best.best_epoch + 1,
-            "epochs_run": len(history.history["loss"])}
+    return {**model.evaluate(x_test, y_test[:5000], verbose=0, return_dict=True),
+            "best_epoch": best.best_epoch + 1, "epochs_run": len(history.history["loss"])}

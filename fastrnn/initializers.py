@@ -38,3 +38,20 @@ def keras_weights(rng, dims):
     V, D, H, C = dims
     return [uniform(rng, (V, D)), glorot_uniform(rng, (D, H)), orthogonal(rng, (H, H)),
             np.zeros(H), glorot_uniform(rng, (H, C)), np.zeros(C)]
+
+
+def notebook_weights(random_state, dims):
+    """The original notebook's initialisation, in layout order (for ``compat.RNN(faithful=True)``).
+
+    It draws, in this order, ``U (H, D)`` from ``U(-sqrt(1/D), sqrt(1/D))``, ``W (H, H)`` and
+    ``V (C, H)`` from ``U(-sqrt(1/H), sqrt(1/H))`` with ``random_state.uniform`` (the notebook used
+    ``np.random``, NumPy's global state); the layout holds their transposes (``W_xh = U.T``,
+    ``W_hh = W.T``, ``W_hy = V.T``) and zero biases (the notebook has none) and no embedding.
+    """
+    V_, D, H, C = dims
+    if V_:
+        raise ValueError("the notebook's model reads dense inputs: dims must have V = 0")
+    U = random_state.uniform(-np.sqrt(1. / D), np.sqrt(1. / D), (H, D))
+    W = random_state.uniform(-np.sqrt(1. / H), np.sqrt(1. / H), (H, H))
+    V = random_state.uniform(-np.sqrt(1. / H), np.sqrt(1. / H), (C, H))
+    return [np.zeros((0, D)), U.T, W.T, np.zeros(H), V.T, np.zeros(C)]

@@ -185,7 +185,8 @@ def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsil
         p -= lr * m_hat / (sqrt(v_hat) + eps)          m_hat = m / (1 - beta_1**step), same for v
 
     With ``keras_epsilon`` eps is added before the bias correction: ``eps / sqrt(1 - beta_2**step)``
-    in the formula above.
+    in the formula above. ``step=1`` at every step is the original notebook's variant (its
+    ``m_hat = m / (1 - beta_1)``), term for term.
     """
     r = slice(None) if rows is None else rows
     bc1, bc2 = 1 - beta_1 ** step, 1 - beta_2 ** step
@@ -254,3 +255,127 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
             a[...] = b
         bounds[:] = [np.abs(a).sum() for a in new]
     return float(loss), correct, norm, True
+
+
+# ---------------------------------------------------------------------------------------------
+# The original notebook's maths (``fastrnn.compat.RNN(..., faithful=True)``)
+# ---------------------------------------------------------------------------------------------
+# The notebook this project grew out of trains the same tanh RNN with different maths. These
+# functions state that maths in this module's layout (batch first, W_xh = the notebook's U.T,
+# W_hh = W.T, W_hy = V.T), so that the drop-in can reproduce its training; nothing else uses them.
+# What differs from the maths above: no biases (their slots in the flat buffer stay 0); the loss
+# is summed over the batch, not averaged; its softmax has no max shift; truncation is its own (see
+# ``notebook_rnn_backward``); its Adam is ``adam_update(..., step=1)`` at every step (the bias
+# correction divides by ``1 - beta`` instead of ``1 - beta**t``; learning rate 0.001); its loss
+# and accuracy formulas are ``notebook_metrics``.
+
+def notebook_forward(x, W_xh, W_hh):
+    """The tanh recurrence without bias from ``h_0 = 0`` over dense ``x (B, T, D)``.
+
+    Returns ``hs (T + 1, B, H)`` as ``rnn_forward`` (``hs[t + 1]`` is the notebook's ``S[t]``):
+    ``h_t = tanh([h_{t-1}, x_t] @ [W_hh; W_xh])``, the maths of ``rnn_forward(x, W_xh, W_hh, 0)``
+    with both products of a step as one (``z[t]`` holds ``[h_{t-1}, x_t]``, the states written
+    into it by ``tanh``): two NumPy calls per step, the notebook's own cost at batch 16 being
+    calls, not arithmetic (measured: 315-420 us instead of 480-500 us for 16 x 40 x 128, H 32).
+    The result differs from the notebook's two separate products only by rounding (1e-16).
+    """
+    B, T, D = x.shape
+    H = W_hh.shape[0]
+    dtype = np.result_type(x.dtype, W_xh.dtype)
+    z = np.empty((T + 1, B, H + D), dtype)
+    z[0, :, :H] = 0
+    z[:T, :, H:] = x.transpose(1, 0, 2)
+    z[T, :, H:] = 0
+    W = np.concatenate((W_hh, W_xh)).astype(dtype, copy=False)
+    a = np.empty((B, H), dtype)
+    for t in range(T):
+        np.dot(z[t], W, out=a)
+        np.tanh(a, out=z[t + 1, :, :H])
+    return z[:, :, :H]
+
+
+def notebook_softmax(logits):
+    """The notebook's softmax of ``logits (B, C)``: ``exp(z) / sum(exp(z))``, no shift (so it
+    overflows to NaN for logits above about 709, as the notebook's does)."""
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def notebook_rnn_backward(dh, x, hs, W_hh, truncate):
+    """The notebook's truncated backward pass; returns ``(dW_xh (D, H), dW_hh (H, H))``.
+
+    ``dh = dloss/dh_T (B, H)``. With ``S = hs[1:]`` (the notebook's list of states) it runs the
+    notebook's loop ``for i in range(T - 1, T - 1 - truncate, -1)`` over ``da = (1 - S[i]**2) dh``,
+    adding ``x[:, i].T @ da`` and ``S[i - 1].T @ da`` and passing ``dh = da @ W_hh.T`` on, with
+    Python's negative indices: at ``i = 0`` the previous state ``S[-1]`` is the LAST state ``h_T``
+    (not ``h_0 = 0``), and with ``truncate > T`` the loop goes on through ``i = -1, -2, ...``, that
+    is through steps ``T - 1, T - 2, ...`` again. So ``truncate < T`` is exactly ``rnn_backward``'s
+    truncation; ``T <= truncate < 2 T`` is ``rnn_backward`` on ``notebook_wrap(x, hs)``; from
+    ``truncate = 2 T`` on the notebook's index goes out of range (``IndexError``) and this raises
+    ``ValueError``. ``truncate = 0`` gives zero gradients (only the output layer learns).
+    """
+    B, T, D = x.shape
+    if not 0 <= truncate < 2 * T:
+        raise ValueError(f"truncate must lie in [0, 2 T) = [0, {2 * T}) for T = {T} steps, got "
+                         f"{truncate} (the notebook's loop indexes out of range there)")
+    S = hs[1:]
+    dW_xh = np.zeros((D, W_hh.shape[0]), dtype=hs.dtype)
+    dW_hh = np.zeros_like(W_hh, dtype=hs.dtype)
+    for i in range(T - 1, T - 1 - truncate, -1):
+        da = (1.0 - np.square(S[i])) * dh
+        dW_xh += x[:, i].T @ da
+        dW_hh += S[i - 1].T @ da                # i = 0: S[-1] = h_T, the notebook's wrap
+        dh = da @ W_hh.T
+    return dW_xh, dW_hh
+
+
+def notebook_wrap(x, hs):
+    """The inputs on which ``rnn_backward`` computes the notebook's gradient for ``truncate >= T``.
+
+    Returns ``x2 = concat(x, x)`` along time ``(B, 2 T, D)`` and
+    ``hs2 = concat(0, hs[1:], hs[1:])`` ``(2 T + 1, B, H)``: step ``j`` of the doubled sequence is
+    the notebook's step ``i = j - T`` (``j >= T``: the real steps; ``j < T``: the negative ``i`` its
+    loop wraps to), and the state before it, ``hs2[j]``, is its ``S[i - 1]`` (``hs2[T] = h_T`` at
+    ``i = 0``). ``rnn_backward(dh, x2, hs2, W_xh, W_hh, bptt_truncate=k)`` then adds exactly the
+    notebook's terms for ``T <= k < 2 T`` (``hs2[0]`` is never read for those ``k``).
+    """
+    x2 = np.concatenate((x, x), axis=1)
+    hs2 = np.concatenate((np.zeros_like(hs[:1]), hs[1:], hs[1:]))
+    return x2, hs2
+
+
+def notebook_loss_and_grad(p, g, x, y, truncate):
+    """The notebook's gradient on the batch ``(x, y)`` (dense ``x``), written into ``g``.
+
+    ``p`` and ``g`` are the parameter and gradient views (``unpack(theta, dims)``,
+    ``unpack(grad, dims)``; unpacked once by the caller, as this runs once per batch of 16). The
+    gradient of the loss SUMMED over the batch (``softmax - onehot``, not divided by ``B``); the
+    bias slots of ``g`` are not written (the notebook has no biases: keep them 0). Returns the
+    logits ``(B, C)``.
+    """
+    hs = notebook_forward(x, p.W_xh, p.W_hh)
+    logits = hs[-1] @ p.W_hy
+    dlogits = notebook_softmax(logits) - np.eye(logits.shape[1])[y]
+    g.W_hy[...] = hs[-1].T @ dlogits
+    g.W_xh[...], g.W_hh[...] = notebook_rnn_backward(dlogits @ p.W_hy.T, x, hs, p.W_hh, truncate)
+    return logits
+
+
+def notebook_metrics(logits, y):
+    """The notebook's ``(loss, accuracy)`` of ``logits (N, C)`` against labels ``y (N,)``.
+
+    With ``p = notebook_softmax(logits)`` and ``q = p[n, y[n]]`` (the true class's probability):
+    ``accuracy`` counts the rows whose ``q >= 0.5``; ``loss = -sum(log(q + 1e-8)) / N`` over the
+    rows with ``q > 1e-9`` only (the others add nothing). Both divided by all ``N`` rows. Computed
+    on the ``(C, N)`` transposes, as the notebook lays them out, so the sums run in its order.
+    """
+    N, C = logits.shape
+    p = notebook_softmax(logits).T
+    onehot = np.eye(C)[y].T
+    hard = p.copy()
+    hard[hard < 0.5] = 0
+    hard[0.5 <= hard] = 1
+    accuracy = (hard * onehot).sum() / N
+    q = p * onehot
+    loss = -np.log(q[1e-9 < q] + 1e-8).sum() / N
+    return float(loss), float(accuracy)
