@@ -430,3 +430,17 @@ def test_inputs_with_inf_or_huge_values(data):
         rnn.trains(np.where(Xtr > 2, np.inf, Xtr), Ytr, Xte, Yte, nepoch=1, verbose=False)
     big = np.full(Xte.shape, 1e300)                       # finite, though its sum overflows
     assert rnn.predict(big).shape == (len(big),)
+
+
+def test_faithful_restores_the_blas_threads():
+    """trains / evaluate run NumPy's BLAS on one thread and give the caller's setting back."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    before = blas_threads()
+    rnn = RNN(6, 4, 3, 8, "adam", faithful=True, seed=0)
+    data = _faithful_data()
+    rnn.trains(*data, nepoch=1, verbose=False)
+    rnn.evaluate(*data[2:])
+    assert blas_threads() == before
