@@ -259,10 +259,11 @@ def make_op(op, backend, batch):
         tail_args = [a[n:] for a in (theta, grad, s1, s2)]
         return lambda: (mod.adam_update(*rows_args, STEP, LR, rows=batch.rows),
                         mod.adam_update(*tail_args, STEP, LR))
-    if op in ("step", "step_lazy"):
-        count, hyper = itertools.count(1), optim.Adam(LR).hyper()
+    if op in ("step", "step_lazy"):     # as the model calls it: with the overflow check's bounds
+        count, hyper, bounds = itertools.count(1), optim.Adam(LR).hyper(), np.full(3, np.nan)
         return lambda: mod.train_step(theta, grad, s1, s2, next(count), s.dims, batch.x, batch.y,
-                                      optim.ADAM_KIND, hyper, lazy=op == "step_lazy")
+                                      optim.ADAM_KIND, hyper, lazy=op == "step_lazy",
+                                      bounds=bounds)
     raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
 
 
@@ -375,7 +376,8 @@ dims, f = (V, D, H, C), np.float32
 theta, y = np.full(layout.size(dims), 0.1, f), np.zeros(B, np.int64)
 x = np.arange(B * T, dtype=np.int32).reshape(B, T)
 grad, s1, s2 = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
-k.train_step(theta, grad, s1, s2, 1, dims, x, y, optim.ADAM_KIND, optim.Adam().hyper())
+k.train_step(theta, grad, s1, s2, 1, dims, x, y, optim.ADAM_KIND, optim.Adam().hyper(),
+             bounds=np.full(3, np.nan))
 first = time.perf_counter() - t0
 xs, W, U, b = np.ones((B, T, D), f), np.ones((D, H), f), np.ones((H, H), f), np.ones(H, f)
 hs = k.rnn_forward(xs, W, U, b)
