@@ -566,7 +566,14 @@ def cmd_predict(args):
             print(f"{PROG}: note: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    p = model.predict_proba(ids, verbose=0)[:, 1]
+    import numpy as np
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # said below, as an error
+        p = model.predict_proba(ids, verbose=0)[:, 1]
+    if not np.isfinite(p).all():
+        raise UsageError(f"{args.model!r} gives no finite prediction for "
+                         f"{int((~np.isfinite(p)).sum())} of {len(p)} texts: its outputs "
+                         "overflow (weights too large); no prediction printed")
     rows = [{"text": t, "probability_positive": float(q), "label": int(q > 0.5),
              "sentiment": "positive" if q > 0.5 else "negative"} for t, q in zip(texts, p)]
     if args.json:

@@ -240,7 +240,14 @@ class SimpleRNNClassifier:
         This is what Keras' ``predict`` returns for a softmax model."""
         if _is_text(x):
             x = self.encode(x)
-        return reference.softmax(self.predict_logits(x, batch_size, verbose).astype(np.float64))
+        with np.errstate(invalid="ignore"):
+            p = reference.softmax(self.predict_logits(x, batch_size, verbose).astype(np.float64))
+        bad = np.flatnonzero(~np.isfinite(p).all(axis=1))
+        if bad.size:
+            warnings.warn(f"{bad.size} of {len(p)} predictions (at {_positions(bad.tolist())}) are "
+                          "NaN: the model's outputs overflow on these inputs (weights too large)",
+                          RuntimeWarning, stacklevel=2)
+        return p
 
     def predict(self, x, batch_size=None, verbose="auto"):
         """Predicted class labels ``(N,)`` (scikit-learn's meaning; ``predict_proba`` gives the

@@ -152,6 +152,22 @@ def test_predict_notes_texts_with_no_known_word(trained, data_dir, capsys):
                            "prediction says nothing about the text")
 
 
+def test_predict_refuses_to_print_an_overflowing_score(trained, data_dir, capsys, tmp_path):
+    path, _ = trained
+    model = SimpleRNNClassifier.load(path)
+    weights = model.get_weights()
+    weights[4] = np.full_like(weights[4], 3e38)         # finite float32, the logits overflow
+    model.set_weights(weights)
+    huge = str(tmp_path / "huge.npz")
+    model.save(huge)
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 predictions \(at 0, 1\) are NaN"):
+        model.predict_proba(np.ones((2, 12), np.int64), verbose=0)
+    line = _error_line(capsys, 2, main(["predict", huge, "great film", "bad", "--data-dir",
+                                        data_dir]))
+    assert line == (f"fastrnn: error: {huge!r} gives no finite prediction for 2 of 2 texts: its "
+                    "outputs overflow (weights too large); no prediction printed")
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 def _theta(path):
