@@ -74,9 +74,12 @@ for _ in range(steps):
     fn()
     times.append(time.perf_counter() - t)
 total = time.perf_counter() - t0
+c0 = time.process_time()
+time.sleep(0.3)                 # only the waiting worker threads run now: their spin is CPU time
+spin = time.process_time() - c0
 import numba
 times.sort()
-print(json.dumps({"mean_s": total / steps, "median_s": times[len(times) // 2],
+print(json.dumps({"mean_s": total / steps, "median_s": times[len(times) // 2], "spin_s": spin,
                   "threads": numba.get_num_threads(), "layer": numba.threading_layer()}))
 """
 
@@ -152,6 +155,7 @@ def summarise(results, baseline=BASELINE):
                     if base else None
                 row[load] = {"mean_ms": 1e3 * mean,
                              "median_step_ms": 1e3 * statistics.median(x["median_s"] for x in runs),
+                             "spin_ms": 1e3 * statistics.median(x["spin_s"] for x in runs),
                              "vs_baseline_idle": vs,
                              "rounds_ms": [1e3 * x["mean_s"] for x in runs],
                              "layer": runs[0]["layer"], "threads": runs[0]["threads"]}
@@ -186,13 +190,16 @@ def markdown(summary, info):
               "over a fixed number of steps in a fresh process, median over rounds. \"vs unset\": "
               "median over rounds of this time / the idle time with nothing set in the same round "
               "(what a program importing fastrnn gets); above 1 is slower. \"loaded\": another "
-              "process keeps one core busy."), ""]
+              "process keeps one core busy. The last column is the CPU time the process spends "
+              "in the 0.3 s after its last step: the worker threads spinning before they sleep "
+              "(time a waiting thread takes from other processes)."), ""]
     for w, rows in summary["rows"].items():
         s = WORKLOADS.get(w)
         dims = f" (T={s.T}, B={s.B}, D={s.D}, H={s.H}, V={s.V})" if s else ""
         lines += [f"## {w}{dims}, {info['steps'][w]} steps", "",
                   "| setting | idle ms/step | idle vs unset | loaded ms/step | loaded vs unset idle "
-                  "| loaded / idle |", "|---|---:|---:|---:|---:|---:|"]
+                  "| loaded / idle | CPU ms spent waiting after the last step (idle) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for c, row in rows.items():
             idle, loaded = row.get("idle"), row.get("loaded")
             cells = [c]
@@ -200,6 +207,7 @@ def markdown(summary, info):
                 cells += ["", ""] if part is None else [
                     f"{part['mean_ms']:.3f}", _x(part["vs_baseline_idle"])]
             cells.append(_x(loaded["mean_ms"] / idle["mean_ms"]) if idle and loaded else "")
+            cells.append(f"{idle['spin_ms']:.1f}" if idle else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"Suggested by this run: **{summary['suggested']}** (the smallest worst loaded "

@@ -217,9 +217,9 @@ def _backend_args(group):
 # libgomp's default spins ~300,000 iterations (milliseconds) before sleeping: with another process
 # on a core, spinning workers made the default `fastrnn train` 136 s instead of 28 s.
 # OMP_WAIT_POLICY=PASSIVE (sleep at once) avoids that but makes every region pay a wake-up (the
-# notebook step 0.9 ms instead of 0.45 ms idle). A spin of 10,000 iterations (roughly 0.1-0.6 ms,
-# by the CPU's `pause` latency) outlasts the gap between two steps (~0.1 ms of Python) and bounds
-# what a waiting thread takes from other processes.
+# notebook step 0.9 ms instead of 0.45 ms idle). A spin of 10,000 iterations (about 0.2 ms here:
+# wait_policy.md's last column) outlasts the gap between two steps (~0.1 ms of Python), so an idle
+# machine pays no wake-ups, and bounds what a waiting thread takes from other processes.
 THREAD_WAIT_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
