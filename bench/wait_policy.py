@@ -17,7 +17,7 @@ the median step. Each round measures every candidate idle, then every candidate 
 of candidates reversed every other round); the table holds medians over rounds. "Loaded":
 one ``python -c "while True: pass"`` process runs for the whole measurement.
 
-    python bench/wait_policy.py --rounds 5 --out bench/results      # ~15 min on 2 idle cores
+    python bench/wait_policy.py --rounds 5 --out bench/results      # ~10 min on 2 idle cores
 
 writes ``wait_policy.md`` and ``wait_policy.json``. Run it on an otherwise quiet machine: on a shared
 one, the "idle" column is not idle.
@@ -26,6 +26,7 @@ one, the "idle" column is not idle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -92,7 +93,8 @@ def child_env(extra):
 
 
 def measure_once(size, steps, env, warmup=WARMUP, timeout=900):
-    """One fresh process: ``{"mean_s", "median_s", "threads", "layer"}`` for ``steps`` steps."""
+    """One fresh process timing ``steps`` steps: ``{"mean_s", "median_s", "spin_s" (CPU seconds
+    spent in the 0.3 s after the last step), "threads", "layer"}``."""
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(size[:5])), str(steps),
                           str(warmup)], env=child_env(env), capture_output=True, text=True,
                          timeout=timeout, check=False)
@@ -122,10 +124,7 @@ def measure(workloads=WORKLOADS, steps=STEPS, candidates=CANDIDATES, rounds=3,
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for load in loads:
-            busy = BusyCore() if load == "loaded" else None
-            if busy:
-                busy.__enter__()
-            try:
+            with BusyCore() if load == "loaded" else contextlib.nullcontext():
                 for w, size in workloads.items():
                     for c in order:
                         res = measure_once(size, steps[w], candidates[c], warmup)
@@ -133,9 +132,6 @@ def measure(workloads=WORKLOADS, steps=STEPS, candidates=CANDIDATES, rounds=3,
                         if log:
                             log(f"round {r + 1} {load:6} {w:8} {c:32} "
                                 f"{1e3 * res['mean_s']:8.3f} ms/step")
-            finally:
-                if busy:
-                    busy.__exit__(None, None, None)
     return results
 
 
