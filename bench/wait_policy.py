@@ -159,24 +159,24 @@ def summarise(results, baseline=BASELINE):
     return rows
 
 
-def suggest(rows, baseline=BASELINE, tolerance=0.05):
-    """The candidate with the smallest worst loaded slow-down (over workloads, vs the baseline's
-    idle time) among those no more than ``tolerance`` slower than the baseline when idle, on every
-    workload, and using all threads (the 1-thread reference is not a candidate). None if no
-    candidate was measured both idle and loaded."""
-    best = None
-    for c in next(iter(rows.values())):
-        if c.startswith("1 thread"):
-            continue
-        per = [rows[w][c] for w in rows]
-        if not all("idle" in p and "loaded" in p for p in per):
-            continue
-        if any(p["idle"]["vs_baseline_idle"] > 1 + tolerance for p in per):
-            continue
-        worst = max(p["loaded"]["vs_baseline_idle"] for p in per)
-        if best is None or worst < best[1]:
-            best = (c, worst)
-    return best and best[0]
+def suggest(rows, baseline=BASELINE, tolerance=0.05, collapse=2.0):
+    """The setting for the ``fastrnn`` command, or None when no setting has both properties:
+
+    - no slower than the baseline idle: at most ``tolerance`` slower on every workload;
+    - no collapse when loaded: on every workload, its loaded time within ``collapse`` x the best
+      loaded time any setting reached there.
+
+    Among those, the smallest worst loaded slow-down. Settings with fewer threads (the 1-thread
+    reference) are not candidates; each setting must have been measured idle and loaded."""
+    names = [c for c in next(iter(rows.values())) if not c.startswith("1 thread")]
+    if not all("idle" in rows[w][c] and "loaded" in rows[w][c] for w in rows for c in names):
+        return None
+    best_loaded = {w: min(r["loaded"]["mean_ms"] for r in rows[w].values()) for w in rows}
+    fits = [c for c in names
+            if all(rows[w][c]["idle"]["vs_baseline_idle"] <= 1 + tolerance
+                   and rows[w][c]["loaded"]["mean_ms"] <= collapse * best_loaded[w] for w in rows)]
+    return min(fits, key=lambda c: max(rows[w][c]["loaded"]["vs_baseline_idle"] for w in rows),
+               default=None)
 
 
 def markdown(summary, info):
@@ -206,11 +206,23 @@ def markdown(summary, info):
             cells.append(f"{idle['spin_ms']:.1f}" if idle else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"Suggested by this run: **{summary['suggested']}** (the smallest worst loaded "
-              "slow-down among the settings at most 5% slower than unset when idle; decide on a "
-              "quiet machine). The `fastrnn` command sets: "
+    verdict = (f"Suggested by this run: **{summary['suggested']}**" if summary["suggested"] else
+               "**No setting has both properties in this run**: it is a trade-off between the two "
+               "columns; choose from the tables")
+    lines += [verdict + " (wanted: at most 5% slower than unset when idle on every workload, and "
+              "when loaded within 2x of the best loaded time measured; among those, the smallest "
+              "worst loaded slow-down; decide on a quiet machine). The `fastrnn` command sets "
               f"`{info['fastrnn_command']}` (`fastrnn.cli.THREAD_WAIT_ENV`).", ""]
     return "\n".join(lines)
+
+
+def _env(setting):
+    """``"A=1;B=2"`` -> ``{"A": "1", "B": "2"}`` (a candidate not in `CANDIDATES`)."""
+    try:
+        return dict(part.split("=", 1) for part in setting.split(";"))
+    except ValueError:
+        raise SystemExit(f"wait_policy.py: unknown candidate {setting!r}: not one of "
+                         f"{', '.join(CANDIDATES)}, nor VAR=VALUE") from None
 
 
 def _x(v):
@@ -223,12 +235,13 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the step counts (a quick check: 0.1)")
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help="comma-separated subset of: " + ", ".join(CANDIDATES))
+                        help="comma-separated, any of: " + ", ".join(CANDIDATES)
+                        + "; or other settings VAR=VALUE[;VAR=VALUE]")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--loads", default="idle,loaded")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    candidates = {c: CANDIDATES[c] for c in args.candidates.split(",")}
+    candidates = {c: CANDIDATES[c] if c in CANDIDATES else _env(c) for c in args.candidates.split(",")}
     if BASELINE not in candidates:
         candidates = {BASELINE: {}, **candidates}
     workloads = {w: WORKLOADS[w] for w in args.workloads.split(",")}
