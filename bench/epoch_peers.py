@@ -8,8 +8,10 @@ Dense(2)) without masking in all three; fastrnn is also timed with ``mask_zero=T
 libraries (A B C A B C ...); each library's time is its median, and each ratio the median of the
 per-round ratios, so drifting machine speed cancels. Training only: no validation pass.
 
-Keras (3, JAX backend) may live in another environment: ``--keras-python PATH`` runs it there in a
-child process that stays up between rounds. Without it (or without torch) that column is left out.
+Each peer runs in a child process of its own that stays up between rounds, with the caller's
+environment (no OpenMP runtime or setting of fastrnn's reaches it): PyTorch with this Python and
+fastrnn's thread count, Keras (3, JAX backend) in another environment with ``--keras-python PATH``.
+Without it (or without torch) that column is left out.
 
     FASTRNN_DATA_DIR=../shared/data/imdb python bench/epoch_peers.py \\
         --keras-python /path/to/venv/bin/python --rounds 3 --out bench/results
@@ -53,21 +55,46 @@ for line in sys.stdin:
 """
 
 
-class KerasChild:
-    """Keras in a child process: ``epoch()`` trains one epoch there and returns its seconds."""
+TORCH_CHILD = r"""
+import json, sys, time
+try:
+    import torch  # first: before anything else loads an OpenMP runtime
+except ImportError as e:
+    print(json.dumps({"error": f"torch is not installed ({e})"}), flush=True)
+    sys.exit(0)
+import numpy as np
+from fastrnn import bench
+bench.import_torch(int(sys.argv[2]))
+with np.load(sys.argv[1]) as f:
+    x, y = f["x"], f["y"]
+batch = int(sys.argv[3])
+step = bench.torch_trainer(bench.fastrnn_model("numpy", "float32").theta, bench.CHOLLET.dims,
+                           lazy=False)
+bench.train_epoch("torch", step, x[:2 * batch], y[:2 * batch], batch)   # warm-up
+print(json.dumps({"torch": f"{torch.__version__} ({torch.get_num_threads()} threads)"}), flush=True)
+for line in sys.stdin:
+    t = time.perf_counter()
+    bench.train_epoch("torch", step, x, y, batch)
+    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+"""
 
-    def __init__(self, python, data):
-        s = bench.CHOLLET
-        env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "jax"))
-        self.proc = subprocess.Popen(
-            [python, "-c", KERAS_CHILD, str(data), *map(str, (s.V, s.D, s.H, s.C, BATCH, LR))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+class PeerChild:
+    """A peer library in a child process (`KERAS_CHILD`, `TORCH_CHILD`), with the caller's
+    environment: ``epoch()`` trains one epoch there and returns its seconds (measured there, so
+    without the pipe's round trip). ``info`` is its first line (``"error"`` if it cannot run)."""
+
+    def __init__(self, name, python, code, args, env=None):
+        self.name = name
+        self.proc = subprocess.Popen([python, "-c", code, *map(str, args)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._reply()
 
     def _reply(self):
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the Keras child exited ({self.proc.wait()}); run it by hand to see why")
+            raise RuntimeError(f"the {self.name} child exited ({self.proc.wait()}); run it by hand "
+                               "to see why")
         return json.loads(line)
 
     def epoch(self):
@@ -76,8 +103,12 @@ class KerasChild:
         return self._reply()["seconds"]
 
     def close(self):
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except OSError:                              # it exited already
+            pass
         self.proc.wait(timeout=60)
+        self.proc.stdout.close()
 
 
 def main(argv=None):
@@ -87,11 +118,6 @@ def main(argv=None):
     parser.add_argument("--reviews", type=int, default=REVIEWS, help="(fewer for a quick check)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    try:
-        torch = bench.import_torch()              # before Numba's OpenMP starts (see import_torch)
-    except ImportError:
-        torch = None
-        print("torch is not installed: its column is left out", file=sys.stderr)
     (x, y), _ = bench.imdb_slices(25000, maxlen=MAXLEN)
     x, y = x[:args.reviews], y[:args.reviews]    # fit(validation_split=0.2) trains on the first 80%
 
@@ -100,34 +126,44 @@ def main(argv=None):
         model = SimpleRNNClassifier(s.V, s.D, s.H, s.C, mask_zero=mask_zero, seed=0)
         return lambda xs=x, ys=y: bench.train_epoch("numba", model, xs, ys)
 
-    def torch_epoch():
-        step = bench.torch_trainer(bench.fastrnn_model("numpy", "float32").theta, bench.CHOLLET.dims,
-                                   lazy=False)
-        return lambda xs=x, ys=y: bench.train_epoch("torch", step, xs, ys)
-
     runners = {"fastrnn": fastrnn_epoch(False), "fastrnn (mask_zero)": fastrnn_epoch(True)}
-    if torch is not None:
-        runners["torch"] = torch_epoch()
-    for run in runners.values():
-        run(x[:2 * BATCH], y[:2 * BATCH])     # warm-up: compiled kernels loaded, buffers touched
-    info = {"torch": torch.__version__ if torch else None}
-    keras = None
+    info, children = {"torch": None}, []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.keras_python:
-            data = Path(tmp) / "data.npz"
-            np.savez(data, x=x.astype(np.int32), y=y)
-            keras = KerasChild(args.keras_python, data)        # warms up itself
-            info.update(keras.info)
-            runners["keras"] = keras.epoch
-        times = {name: [] for name in runners}
-        for r in range(args.rounds):
-            for name, run in runners.items():
-                t = time.perf_counter()
-                seconds = run()                    # Keras reports its own (no pipe round trip)
-                times[name].append(seconds if name == "keras" else time.perf_counter() - t)
-                print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", file=sys.stderr)
-        if keras:
-            keras.close()
+        data = Path(tmp) / "data.npz"
+        np.savez(data, x=x.astype(np.int32), y=y)
+        try:
+            # the peers in their own processes: no OpenMP runtime or setting of fastrnn's reaches them
+            import numba
+            torch = PeerChild("torch", sys.executable, TORCH_CHILD,
+                              (data, numba.get_num_threads(), BATCH))
+            children.append(torch)
+            if "error" in torch.info:
+                print(f"{torch.info['error']}: its column is left out", file=sys.stderr)
+            else:
+                info.update(torch.info)
+                runners["torch"] = torch.epoch
+            if args.keras_python:
+                s = bench.CHOLLET
+                keras = PeerChild("Keras", args.keras_python, KERAS_CHILD,
+                                  (data, s.V, s.D, s.H, s.C, BATCH, LR),
+                                  env=dict(os.environ,
+                                           KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "jax")))
+                children.append(keras)                          # it warms up itself
+                info.update(keras.info)
+                runners["keras"] = keras.epoch
+            for name in ("fastrnn", "fastrnn (mask_zero)"):
+                runners[name](x[:2 * BATCH], y[:2 * BATCH])     # warm-up: kernels loaded, buffers touched
+            times = {name: [] for name in runners}
+            for r in range(args.rounds):
+                for name, run in runners.items():
+                    t = time.perf_counter()
+                    seconds = run()                # a child reports its own (no pipe round trip)
+                    times[name].append(seconds if name in ("torch", "keras")
+                                       else time.perf_counter() - t)
+                    print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", file=sys.stderr)
+        finally:
+            for child in children:
+                child.close()
     result = summary(times, info, len(x))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "epoch_peers.json").write_text(json.dumps(result, indent=1))
@@ -150,7 +186,8 @@ def markdown(result):
     title = (f"Whole training epoch, Chollet's IMDB model ({result['reviews']:,} reviews x "
              f"{result['maxlen']} tokens, batch {result['batch']}, float32, Adam), {result['date']}")
     peers = ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v)
-    lines = [title, "", *(f"- {line}" for line in result["machine"]), f"- peers: {peers}", "",
+    lines = [title, "", *(f"- {line}" for line in result["machine"]),
+             f"- peers: {peers}; each in a process of its own, with this command's environment", "",
              "| library | median s / epoch | time / fastrnn's (median of rounds) |", "|---|---:|---:|"]
     for name, row in result["rows"].items():
         lines.append(f"| {name} | {row['median_s']:.2f} | {row['fastrnn_speedup']:.2f}x |")

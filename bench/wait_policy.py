@@ -17,7 +17,7 @@ the median step. Each round measures every candidate idle, then every candidate 
 of candidates reversed every other round); the table holds medians over rounds. "Loaded":
 one ``python -c "while True: pass"`` process runs for the whole measurement.
 
-    python bench/wait_policy.py --rounds 5 --out bench/results      # ~15 min on 2 idle cores
+    python bench/wait_policy.py --rounds 5 --out bench/results      # ~10 min on 2 idle cores
 
 writes ``wait_policy.md`` and ``wait_policy.json``. Run it on an otherwise quiet machine: on a shared
 one, the "idle" column is not idle.
@@ -26,6 +26,7 @@ one, the "idle" column is not idle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -74,9 +75,12 @@ for _ in range(steps):
     fn()
     times.append(time.perf_counter() - t)
 total = time.perf_counter() - t0
+c0 = time.process_time()
+time.sleep(0.3)                 # only the waiting worker threads run now: their spin is CPU time
+spin = time.process_time() - c0
 import numba
 times.sort()
-print(json.dumps({"mean_s": total / steps, "median_s": times[len(times) // 2],
+print(json.dumps({"mean_s": total / steps, "median_s": times[len(times) // 2], "spin_s": spin,
                   "threads": numba.get_num_threads(), "layer": numba.threading_layer()}))
 """
 
@@ -89,7 +93,8 @@ def child_env(extra):
 
 
 def measure_once(size, steps, env, warmup=WARMUP, timeout=900):
-    """One fresh process: ``{"mean_s", "median_s", "threads", "layer"}`` for ``steps`` steps."""
+    """One fresh process timing ``steps`` steps: ``{"mean_s", "median_s", "spin_s" (CPU seconds
+    spent in the 0.3 s after the last step), "threads", "layer"}``."""
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(size[:5])), str(steps),
                           str(warmup)], env=child_env(env), capture_output=True, text=True,
                          timeout=timeout, check=False)
@@ -119,10 +124,7 @@ def measure(workloads=WORKLOADS, steps=STEPS, candidates=CANDIDATES, rounds=3,
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for load in loads:
-            busy = BusyCore() if load == "loaded" else None
-            if busy:
-                busy.__enter__()
-            try:
+            with BusyCore() if load == "loaded" else contextlib.nullcontext():
                 for w, size in workloads.items():
                     for c in order:
                         res = measure_once(size, steps[w], candidates[c], warmup)
@@ -130,9 +132,6 @@ def measure(workloads=WORKLOADS, steps=STEPS, candidates=CANDIDATES, rounds=3,
                         if log:
                             log(f"round {r + 1} {load:6} {w:8} {c:32} "
                                 f"{1e3 * res['mean_s']:8.3f} ms/step")
-            finally:
-                if busy:
-                    busy.__exit__(None, None, None)
     return results
 
 
@@ -152,6 +151,7 @@ def summarise(results, baseline=BASELINE):
                     if base else None
                 row[load] = {"mean_ms": 1e3 * mean,
                              "median_step_ms": 1e3 * statistics.median(x["median_s"] for x in runs),
+                             "spin_ms": 1e3 * statistics.median(x["spin_s"] for x in runs),
                              "vs_baseline_idle": vs,
                              "rounds_ms": [1e3 * x["mean_s"] for x in runs],
                              "layer": runs[0]["layer"], "threads": runs[0]["threads"]}
@@ -159,24 +159,24 @@ def summarise(results, baseline=BASELINE):
     return rows
 
 
-def suggest(rows, baseline=BASELINE, tolerance=0.05):
-    """The candidate with the smallest worst loaded slow-down (over workloads, vs the baseline's
-    idle time) among those no more than ``tolerance`` slower than the baseline when idle, on every
-    workload, and using all threads (the 1-thread reference is not a candidate). None if no
-    candidate was measured both idle and loaded."""
-    best = None
-    for c in next(iter(rows.values())):
-        if c.startswith("1 thread"):
-            continue
-        per = [rows[w][c] for w in rows]
-        if not all("idle" in p and "loaded" in p for p in per):
-            continue
-        if any(p["idle"]["vs_baseline_idle"] > 1 + tolerance for p in per):
-            continue
-        worst = max(p["loaded"]["vs_baseline_idle"] for p in per)
-        if best is None or worst < best[1]:
-            best = (c, worst)
-    return best and best[0]
+def suggest(rows, baseline=BASELINE, tolerance=0.05, collapse=2.0):
+    """The setting for the ``fastrnn`` command, or None when no setting has both properties:
+
+    - no slower than the baseline idle: at most ``tolerance`` slower on every workload;
+    - no collapse when loaded: on every workload, its loaded time within ``collapse`` x the best
+      loaded time any setting reached there.
+
+    Among those, the smallest worst loaded slow-down. Settings with fewer threads (the 1-thread
+    reference) are not candidates; each setting must have been measured idle and loaded."""
+    names = [c for c in next(iter(rows.values())) if not c.startswith("1 thread")]
+    if not all("idle" in rows[w][c] and "loaded" in rows[w][c] for w in rows for c in names):
+        return None
+    best_loaded = {w: min(r["loaded"]["mean_ms"] for r in rows[w].values()) for w in rows}
+    fits = [c for c in names
+            if all(rows[w][c]["idle"]["vs_baseline_idle"] <= 1 + tolerance
+                   and rows[w][c]["loaded"]["mean_ms"] <= collapse * best_loaded[w] for w in rows)]
+    return min(fits, key=lambda c: max(rows[w][c]["loaded"]["vs_baseline_idle"] for w in rows),
+               default=None)
 
 
 def markdown(summary, info):
@@ -186,13 +186,16 @@ def markdown(summary, info):
               "over a fixed number of steps in a fresh process, median over rounds. \"vs unset\": "
               "median over rounds of this time / the idle time with nothing set in the same round "
               "(what a program importing fastrnn gets); above 1 is slower. \"loaded\": another "
-              "process keeps one core busy."), ""]
+              "process keeps one core busy. The last column is the CPU time the process spends "
+              "in the 0.3 s after its last step: the worker threads spinning before they sleep "
+              "(time a waiting thread takes from other processes)."), ""]
     for w, rows in summary["rows"].items():
         s = WORKLOADS.get(w)
         dims = f" (T={s.T}, B={s.B}, D={s.D}, H={s.H}, V={s.V})" if s else ""
         lines += [f"## {w}{dims}, {info['steps'][w]} steps", "",
                   "| setting | idle ms/step | idle vs unset | loaded ms/step | loaded vs unset idle "
-                  "| loaded / idle |", "|---|---:|---:|---:|---:|---:|"]
+                  "| loaded / idle | CPU ms spent waiting after the last step (idle) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for c, row in rows.items():
             idle, loaded = row.get("idle"), row.get("loaded")
             cells = [c]
@@ -200,13 +203,26 @@ def markdown(summary, info):
                 cells += ["", ""] if part is None else [
                     f"{part['mean_ms']:.3f}", _x(part["vs_baseline_idle"])]
             cells.append(_x(loaded["mean_ms"] / idle["mean_ms"]) if idle and loaded else "")
+            cells.append(f"{idle['spin_ms']:.1f}" if idle else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"Suggested by this run: **{summary['suggested']}** (the smallest worst loaded "
-              "slow-down among the settings at most 5% slower than unset when idle; decide on a "
-              "quiet machine). The `fastrnn` command sets: "
+    verdict = (f"Suggested by this run: **{summary['suggested']}**" if summary["suggested"] else
+               "**No setting has both properties in this run**: it is a trade-off between the two "
+               "columns; choose from the tables")
+    lines += [verdict + " (wanted: at most 5% slower than unset when idle on every workload, and "
+              "when loaded within 2x of the best loaded time measured; among those, the smallest "
+              "worst loaded slow-down; decide on a quiet machine). The `fastrnn` command sets "
               f"`{info['fastrnn_command']}` (`fastrnn.cli.THREAD_WAIT_ENV`).", ""]
     return "\n".join(lines)
+
+
+def _env(setting):
+    """``"A=1;B=2"`` -> ``{"A": "1", "B": "2"}`` (a candidate not in `CANDIDATES`)."""
+    try:
+        return dict(part.split("=", 1) for part in setting.split(";"))
+    except ValueError:
+        raise SystemExit(f"wait_policy.py: unknown candidate {setting!r}: not one of "
+                         f"{', '.join(CANDIDATES)}, nor VAR=VALUE") from None
 
 
 def _x(v):
@@ -219,12 +235,13 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the step counts (a quick check: 0.1)")
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help="comma-separated subset of: " + ", ".join(CANDIDATES))
+                        help="comma-separated, any of: " + ", ".join(CANDIDATES)
+                        + "; or other settings VAR=VALUE[;VAR=VALUE]")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--loads", default="idle,loaded")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    candidates = {c: CANDIDATES[c] for c in args.candidates.split(",")}
+    candidates = {c: CANDIDATES[c] if c in CANDIDATES else _env(c) for c in args.candidates.split(",")}
     if BASELINE not in candidates:
         candidates = {BASELINE: {}, **candidates}
     workloads = {w: WORKLOADS[w] for w in args.workloads.split(",")}

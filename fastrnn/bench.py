@@ -9,6 +9,11 @@ optional): ``nn.Embedding -> nn.RNN(tanh, batch_first) -> nn.Linear``, ``cross_e
 the embedding and Adam for the rest. Torch runs with Numba's thread count, and must be imported
 before Numba's first parallel kernel (see `import_torch`).
 
+``fastrnn bench`` (`main`) runs each backend in its own subprocess (`BackendProcess`, environment
+`child_env`: the caller's without `MACHINE_ONLY_ENV`) and measures the GEMM peak in another
+(`measure_gemm_peak`); it interleaves samples over the processes and refuses to write an impossible
+report (`check_rows`). pytest-benchmark (``bench/``) times the same callables in its own process.
+
 Ops (one call each): ``forward`` = ``rnn_forward`` on embedded inputs; ``bptt``/``bptt_k4`` =
 ``rnn_backward`` with full / k=4 truncated BPTT; ``adam`` = ``adam_update`` over the whole flat
 buffer; ``adam_lazy`` = the same on the embedding rows of one batch plus the dense tail; ``step`` /
@@ -913,12 +918,13 @@ def plot(rows, path):
     value = {(r["op"], r["size"], r["dtype"], r["backend"]): r for r in rows}
     bases = [b for b in ("torch", "numpy") if b in backends and len(backends) > 1]
     rounds = max(len(r["samples"]) for r in rows)
-    fig = Figure(figsize=(max(7, 1.3 * len(configs)), 1 + 4 * max(1, len(bases))),
+    fig = Figure(figsize=(max(8, 1.3 * len(configs)), 1 + 4 * max(1, len(bases))),
                  layout="constrained")
     FigureCanvasAgg(fig)
-    fig.suptitle(f"fastrnn benchmark: speed-up of each backend over a baseline, {rounds} "
-                 "interleaved rounds\n(bar = median of per-round ratios, error bar = interquartile "
-                 "range; label = speed-up and the backend's median time per call)", fontsize=9)
+    fig.suptitle(f"fastrnn benchmark: speed-up of each backend over a baseline (higher is faster), "
+                 f"{rounds} interleaved rounds\nbar = median of the per-round ratios, error bar = "
+                 "interquartile range of the ratios\nlabel = speed-up and the backend's median "
+                 "time per call", fontsize=9)
     for k, base in enumerate(bases):
         ax = fig.add_subplot(len(bases), 1, k + 1)
         others = [b for b in backends if b != base]

@@ -213,15 +213,14 @@ def _backend_args(group):
 # main
 # ------------------------------------------------------------------------------------------------
 
-# How the `fastrnn` program's OpenMP worker threads wait between parallel regions: the value is
-# chosen by measurement with bench/wait_policy.py (bench/results/wait_policy.md: a training step
-# idle and with one core busy; rerun it and change this value if the measurement says so).
-# libgomp's default spins ~300,000 iterations (milliseconds) before sleeping: with another process
-# on a core, spinning workers made the default `fastrnn train` 136 s instead of 28 s.
-# OMP_WAIT_POLICY=PASSIVE (sleep at once) avoids that but makes every region pay a wake-up (the
-# notebook step 0.9 ms instead of 0.45 ms idle). A spin of 10,000 iterations (roughly 0.1-0.6 ms,
-# by the CPU's `pause` latency) outlasts the gap between two steps (~0.1 ms of Python) and bounds
-# what a waiting thread takes from other processes.
+# How the `fastrnn` program's OpenMP worker threads wait between parallel regions, chosen by
+# measurement: `python bench/wait_policy.py` times a training step under each setting, idle and with
+# one core busy (bench/results/wait_policy.md); change the value here if it says so. It is a
+# trade-off: libgomp's default spin (~300,000 iterations, milliseconds) is fastest idle but
+# collapses when another process holds a core (the default `fastrnn train` took 136 s instead of
+# 28 s); OMP_WAIT_POLICY=PASSIVE (sleep at once) never collapses but makes every region pay a
+# wake-up (the notebook step ~1.5x slower idle). 10,000 iterations outlast the gap between two
+# steps (~0.1 ms of Python), so the idle cost is small, and bound what a waiting thread takes.
 THREAD_WAIT_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
