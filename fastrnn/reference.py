@@ -221,9 +221,9 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
 
     ``bounds`` (a float64 array of 3, or None) turns on the overflow check: an update that would
     make any parameter or optimizer state non-finite updates nothing either. The array carries
-    upper bounds of ``sum |theta|, sum |s1|, sum |s2|`` from step to step (NaN: unknown); the
-    compiled backend uses them to skip the check when no overflow is possible, and this one
-    writes the exact sums.
+    upper bounds on ``|theta|, |s1|, |s2|`` from step to step (NaN: unknown); the compiled
+    backend uses them to skip the check when no overflow is possible, and this one writes the
+    exact largest values.
 
     Returns ``(loss, n_correct, grad_norm, applied)``.
     """
@@ -253,7 +253,7 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
             return float(loss), correct, norm, False
         for a, b in zip((theta, s1, s2), new):
             a[...] = b
-        bounds[:] = [np.abs(a).sum() for a in new]
+        bounds[:] = [np.abs(a).max(initial=0.0) for a in new]
     return float(loss), correct, norm, True
 
 

@@ -140,50 +140,65 @@ def all_finite(a):
 
 
 @helper
-def abs_sum(a):
-    """``sum(|a|)`` accumulated in float64."""
-    total = 0.0
+def abs_max(a):
+    """``max(|a|)`` in float64 (NaN if ``a`` holds one)."""
+    top = 0.0
     for i in range(a.size):
-        total += abs(float(a[i]))
-    return total
+        v = abs(float(a[i]))
+        if not v <= top:
+            top = v
+    return top
 
 
 @helper
-def update_is_safe(kind, k, g_max, bounds, limit):
-    """Whether no new value of the update with constants ``k`` (``consts``) can exceed ``limit``,
-    judged from ``bounds`` (the sums of ``|p|, |s1|, |s2|`` after the last update, so at least
-    their largest values; NaN: unknown) and ``g_max`` (at least the largest ``|scale * g|``).
-    Adam and SGD's ``m`` / momentum buffer are convex or geometric combinations of past
-    gradients and RMSprop's step is at most ``lr g / sqrt(eps)``, which bounds every step."""
+def next_bounds(kind, k, g_max, bounds, out):
+    """Upper bounds ``out = (|p|, |s1|, |s2|)`` on every value after the update with constants
+    ``k`` (``consts``), from ``bounds`` on the values before it and ``g_max >= |scale * g|``:
+    Adam's ``m`` and SGD's buffer are convex or geometric combinations of old values and the
+    gradient, and one step moves a weight by at most ``lr_bc1 m / eps`` (Adam), ``lr g / sqrt(eps)``
+    (RMSprop) or ``lr buf`` (SGD). Rows an update skips keep their values, within ``bounds``."""
     P, M, S = bounds[0], bounds[1], bounds[2]
-    if not (all_finite(bounds) and g_max * g_max <= limit):
-        return False
     lr, a, one_a, b, one_b = float(k[0]), float(k[1]), float(k[2]), float(k[3]), float(k[4])
-    eps, lr_bc1, inv_bc2, decay = float(k[5]), float(k[6]), float(k[7]), float(k[8])
+    eps, lr_bc1, decay = float(k[5]), float(k[6]), float(k[8])
     if kind == ADAM_KIND:
-        m, s = a * M + one_a * g_max, b * S + one_b * g_max * g_max
-        return m <= limit and s * inv_bc2 <= limit and P * abs(decay) + lr_bc1 * m / eps <= limit
-    if kind == RMSPROP_KIND:
-        s = b * M + one_b * g_max * g_max
-        return s + eps <= limit and lr * g_max <= limit and P + lr * g_max / np.sqrt(eps) <= limit
-    buf = a * M + g_max
-    return buf <= limit and P + lr * buf <= limit
+        m = max(M, a * M + one_a * g_max)
+        out[0], out[1] = max(P, P * abs(decay) + lr_bc1 * m / eps), m
+        out[2] = max(S, b * S + one_b * g_max * g_max)
+    elif kind == RMSPROP_KIND:
+        out[0], out[1] = P + lr * g_max / np.sqrt(eps), max(M, b * M + one_b * g_max * g_max)
+        out[2] = S
+    else:
+        buf = a * M + g_max
+        out[0], out[1], out[2] = P + lr * buf, max(M, buf), S
 
 
 @helper
-def run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums):
-    """The optimizer update's parts: the dense tail (``UPDATE_RANGE``), then the embedding rows;
-    ``sums[:3]`` and ``sums[3:]`` the two jobs' sums of their new values (``update_rows``)."""
+def update_is_safe(kind, k, g_max, after, limit):
+    """Whether the update cannot overflow: every bound ``after`` (``next_bounds``) and every
+    intermediate it implies (``g^2``, ``v / bc2``, ``lr m``, ``lr g``) stays below ``limit``."""
+    if not (all_finite(after) and g_max * g_max <= limit):
+        return False
+    big = max(after[0], after[1], after[2])
+    if kind == ADAM_KIND:
+        big = max(big, after[2] * float(k[7]), float(k[6]) * after[1])
+    elif kind == RMSPROP_KIND:
+        big = max(big, after[1] + float(k[5]), float(k[0]) * g_max)
+    return big <= limit
+
+
+@helper
+def run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats):
+    """The optimizer update's parts: the dense tail (``UPDATE_RANGE``), then the embedding rows.
+    Returns how many new values the parts found not finite (with ``CHECK_ONLY``; else 0)."""
     fork(address, np.int64(UPDATE_RANGE), n_range, theta, args)
-    zero(sums)
+    bad = 0.0
     for c in range(n_range):
-        for j in range(3):
-            sums[j] += stats[4 + 3 * c + j]
+        bad += stats[4 + c]
     if n_rows > 0:
         fork(address, np.int64(UPDATE_ROWS if lazy else UPDATE_ALL_ROWS), n_rows, theta, args)
         for c in range(n_rows):
-            for j in range(3):
-                sums[3 + j] += stats[4 + 3 * c + j]
+            bad += stats[4 + c]
+    return bad
 
 
 @jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64, Arr(f64, 1), _b,
@@ -201,11 +216,12 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
       updates nothing (``applied`` 0). With ``bounds (3,)`` (else empty) an update that would
       make a weight or optimizer state non-finite also updates nothing: when ``update_is_safe``
       cannot rule it out, every new value is computed and checked before any is written.
-      ``bounds`` is then updated for the next step (NaN: unknown, which makes that step check).
+      ``bounds`` holds upper bounds on ``|theta|, |s1|, |s2|`` from step to step (NaN: unknown,
+      measured then), updated by ``next_bounds``: no pass over the data.
 
     The caller passes the task's integers ``ints`` (all but ``N_ROWS``), ``touched`` zeroed and
-    the scratch ``slot, rows (V,)``, ``Mb (T B,)``, ``stats (4 + max(2 NC, 3 NT),)`` (after the
-    results, the chunks' loss sums and counts of correct rows, then the update parts' sums) and
+    the scratch ``slot, rows (V,)``, ``Mb (T B,)``, ``stats (4 + max(2 NC, NT),)`` (after the
+    results, the chunks' loss sums and counts of correct rows, then the update parts' checks) and
     ``work`` (used when it holds ``workspace_size`` elements, else allocated).
     """
     B, T, V, D, H, C = ints[B_], ints[T_], ints[V_], ints[D_], ints[H_], ints[C_]
@@ -274,24 +290,25 @@ def model(mode, theta, grad, s1, s2, step, hyper, lazy, ints, ids, x, y, touched
     ints[LO], ints[HI] = tail, grad.size
     n_range = nt if grad.size - tail >= 1 << 16 else 1
     n_rows = max(1, min(n if lazy else V, nt)) if V > 0 else 0
-    sums = np.empty(6)
     if bounds.size == 3:                          # refuse an update that overflows
-        limit = np.finfo(theta.dtype).max / 4
         if not all_finite(bounds):                # unknown: measure them once
-            bounds[0], bounds[1], bounds[2] = abs_sum(theta), abs_sum(s1), abs_sum(s2)
+            bounds[0], bounds[1], bounds[2] = abs_max(theta), abs_max(s1), abs_max(s2)
         if not all_finite(consts):                # e.g. a learning rate too large for float32
             return
-        if not update_is_safe(ints[KIND], consts, scale * norm, bounds, limit):
+        after = np.empty(3)
+        next_bounds(ints[KIND], consts, scale * norm, bounds, after)
+        if not update_is_safe(ints[KIND], consts, scale * norm, after,
+                              np.finfo(theta.dtype).max / 4):
             ints[FLAGS] |= CHECK_ONLY
-            run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums)
+            bad = run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats)
             ints[FLAGS] &= ~CHECK_ONLY
-            if not all_finite(sums):
+            if bad > 0:
                 return
-    run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats, sums)
+            for j in range(3):                    # these bounds may be past the limit: measure
+                after[j] = np.nan
+        assign(bounds, after)
+    run_updates(fork, address, theta, args, lazy, n_range, n_rows, stats)
     stats[3] = 1
-    if bounds.size == 3:          # lazy: the rows not in the batch keep what bounds[] bounded
-        for j in range(3):
-            bounds[j] = sums[j] + sums[3 + j] + (bounds[j] if lazy else 0.0)
     keep_alive(arrays)                            # (each return above comes after its last fork)
 
 

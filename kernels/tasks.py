@@ -17,9 +17,9 @@ Jobs:
   partial ``W_xh`` gradient; thread ``c`` owns a block of the distinct ids, so no two threads add
   into one row;
 - ``UPDATE_RANGE``, ``UPDATE_ROWS``, ``UPDATE_ALL_ROWS``: the optimizer update of part of a
-  contiguous range, of the listed rows of the embedding (lazy), or of every row; part ``c``
-  writes the sums of its new values to ``stats[3 c:3 c + 3]`` (``update_rows``), and with
-  ``CHECK_ONLY`` computes them without writing anything.
+  contiguous range, of the listed rows of the embedding (lazy), or of every row; with
+  ``CHECK_ONLY`` part ``c`` writes nothing but ``stats[c]``, the number of new values that would
+  not be finite (``update_rows``).
 
 Scratch buffers are chunk-major: chunk ``c`` (rows ``b0:b1``, ``nb`` of them) owns one contiguous
 block of each, seen as ``X (T, nb, D)``, ``P (T, nb, H)``, ``hs (T + 1, nb, H)`` and the step mask
@@ -105,56 +105,79 @@ def softmax_xent(logits, y, B, dlogits):
 
 
 @helper
-def update_rows(kind, k, p, g, s1, s2, scale, D, rows, touched, r0, r1, write, sums):
+def adam(p, g, m, s, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay):
+    """Adam on one element (``g`` scaled, constants as ``consts``): ``(p, m, v)`` after the step,
+    ``p -= lr m_hat / (sqrt(v_hat) + eps)``, decayed."""
+    m = a * m + one_a * g
+    s = b * s + one_b * g * g
+    return p * decay - lr_bc1 * m / (np.sqrt(s * inv_bc2) + eps), m, s
+
+
+@helper
+def rmsprop(p, g, s, lr, b, one_b, eps):
+    """RMSprop on one element: ``(p, mean square)`` after ``p -= lr g / sqrt(ms + eps)``."""
+    s = b * s + one_b * g * g
+    return p - lr * g / np.sqrt(s + eps), s
+
+
+@helper
+def sgd(p, g, buf, lr, a):
+    """SGD with (PyTorch's) momentum on one element: ``(p, buf)`` after the step."""
+    buf = a * buf + g
+    return p - lr * buf, buf
+
+
+@helper
+def update_rows(kind, k, p, g, s1, s2, scale, D, rows, touched, r0, r1, write):
     """Update rows ``r0:r1`` of the ``(., D)`` blocks stored flat in ``p, g, s1, s2``, with gradient
     ``scale * g``: row ``r`` is ``rows[r]`` (``r`` itself when ``rows`` is empty), and a row ``v``
     with ``touched[v] == 0`` (when ``touched`` is not empty) has zero gradient (its ``g`` is not
     read). ``k`` as ``consts``; one inner loop per kind keeps the loops branch-free, so they
     vectorise.
 
-    ``sums[:3]`` receives the float64 sums of ``|p|``, ``|s1|``, ``|s2|`` over the new values of
-    these rows: bounds on their largest values for the next step's overflow check, and NaN or inf
-    exactly when a new value is not finite. With ``write`` false nothing is written (the check
-    that comes before an update that might overflow).
+    With ``write`` false nothing is written: the new values are computed and checked (the check
+    before an update that might overflow); returns how many are not finite (0 with ``write``).
+    Tested by comparison, ``|x| <= largest``: the fastmath flags fold ``x - x`` to 0.
     """
-    lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay = k
+    lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay = (k[0], k[1], k[2], k[3], k[4], k[5],
+                                                            k[6], k[7], k[8])
     zeros = np.empty(D, p.dtype)
     zero(zeros)
-    scratch = np.empty(0 if write else 3 * D, p.dtype)
-    sp = s1_sum = s2_sum = 0.0
+    top, bad = typed(p, np.finfo(p.dtype).max), 0
     for r in range(r0, r1):
         v = rows[r] if rows.size > 0 else np.int64(r)
         lo = v * D
         gv = g[lo:lo + D] if touched.size == 0 or touched[v] else zeros
         pv, s1v, s2v = p[lo:lo + D], s1[lo:lo + D], s2[lo:lo + D]
-        po, s1o, s2o = ((pv, s1v, s2v) if write else
-                        (scratch[:D], scratch[D:2 * D], scratch[2 * D:]))
-        if kind == ADAM_KIND:              # m, v; p -= lr m_hat / (sqrt(v_hat) + eps), decayed
+        if kind == ADAM_KIND:
+            if write:
+                for i in range(D):
+                    pv[i], s1v[i], s2v[i] = adam(pv[i], scale * gv[i], s1v[i], s2v[i], a, one_a,
+                                                 b, one_b, eps, lr_bc1, inv_bc2, decay)
+            else:
+                for i in range(D):
+                    pn, m, s = adam(pv[i], scale * gv[i], s1v[i], s2v[i], a, one_a, b, one_b, eps,
+                                    lr_bc1, inv_bc2, decay)
+                    if not (abs(pn) <= top and abs(m) <= top and s <= top):
+                        bad += 1
+        elif kind == RMSPROP_KIND:
+            if write:
+                for i in range(D):
+                    pv[i], s1v[i] = rmsprop(pv[i], scale * gv[i], s1v[i], lr, b, one_b, eps)
+            else:
+                for i in range(D):
+                    pn, s = rmsprop(pv[i], scale * gv[i], s1v[i], lr, b, one_b, eps)
+                    if not (abs(pn) <= top and s <= top):
+                        bad += 1
+        elif write:
             for i in range(D):
-                gi = scale * gv[i]
-                m = a * s1v[i] + one_a * gi
-                s = b * s2v[i] + one_b * gi * gi
-                pn = pv[i] * decay - lr_bc1 * m / (np.sqrt(s * inv_bc2) + eps)
-                s1o[i], s2o[i], po[i] = m, s, pn
-                sp += abs(float(pn))
-                s1_sum += abs(float(m))
-                s2_sum += float(s)
-        elif kind == RMSPROP_KIND:         # mean square; p -= lr g / sqrt(ms + eps)
+                pv[i], s1v[i] = sgd(pv[i], scale * gv[i], s1v[i], lr, a)
+        else:
             for i in range(D):
-                gi = scale * gv[i]
-                s = b * s1v[i] + one_b * gi * gi
-                pn = pv[i] - lr * gi / np.sqrt(s + eps)
-                s1o[i], po[i] = s, pn
-                sp += abs(float(pn))
-                s1_sum += float(s)
-        else:                              # SGD, momentum buffer (PyTorch's form)
-            for i in range(D):
-                buf = a * s1v[i] + scale * gv[i]
-                pn = pv[i] - lr * buf
-                s1o[i], po[i] = buf, pn
-                sp += abs(float(pn))
-                s1_sum += abs(float(buf))
-    sums[0], sums[1], sums[2] = sp, s1_sum, s2_sum
+                pn, buf = sgd(pv[i], scale * gv[i], s1v[i], lr, a)
+                if not (abs(pn) <= top and abs(buf) <= top):
+                    bad += 1
+    return bad
 
 
 @_task(TEMPLATE)
@@ -201,8 +224,6 @@ def task(job, c, n, theta, address):
 
     if job >= UPDATE_RANGE:
         kind, scale = ints[KIND], consts[9]
-        hp = (consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6],
-              consts[7], consts[8])
         lo, width, r0, r1 = 0, D, 0, 0
         if job == UPDATE_RANGE:                   # part c of theta[LO:HI], as one row
             i0, i1 = part(c, n, ints[HI] - ints[LO])
@@ -212,8 +233,8 @@ def task(job, c, n, theta, address):
             r0, r1 = part(c, n, ints[N_ROWS] if job == UPDATE_ROWS else V)
             rows, touched = (rows, touched[:0]) if job == UPDATE_ROWS else (rows[:0], touched)
         hi = lo + (width if job == UPDATE_RANGE else theta.size)
-        update_rows(kind, hp, theta[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi], scale, width, rows,
-                    touched, r0, r1, not ints[FLAGS] & CHECK_ONLY, stats[3 * c:3 * c + 3])
+        stats[c] = update_rows(kind, consts, theta[lo:hi], grad[lo:hi], s1[lo:hi], s2[lo:hi],
+                               scale, width, rows, touched, r0, r1, not ints[FLAGS] & CHECK_ONLY)
         return
 
     # job == CHUNK

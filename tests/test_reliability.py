@@ -519,11 +519,11 @@ def test_training_and_prediction_are_bit_identical_for_one_and_two_threads():
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 Numba threads")
-    x, y = w.make_data()
+    x, y = w.make_data(n=400)
     results = []
     for threads in (1, 2):
         m = w.make_model("numba", threads=threads, dtype="float32")
-        m.fit(x, y, epochs=2, batch_size=48, verbose=0)     # 48 sequences: 6 chunks a batch
+        m.fit(x, y, epochs=2, batch_size=192, verbose=0)    # batches of 192, 192, 16: 3, 3, 2 chunks
         results.append((m.theta.copy(), m.history.history["loss"], m.predict_proba(x)))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
