@@ -214,29 +214,53 @@ def _backend_args(group):
 # ------------------------------------------------------------------------------------------------
 
 # How the `fastrnn` program's OpenMP worker threads wait between parallel regions, chosen by
-# measurement: `python bench/wait_policy.py` times a training step under each setting, idle and with
-# one core busy (bench/results/wait_policy.md); change the value here if it says so. It is a
-# trade-off: libgomp's default spin (~300,000 iterations, milliseconds) is fastest idle but
-# collapses when another process holds a core (the default `fastrnn train` took 136 s instead of
-# 28 s); OMP_WAIT_POLICY=PASSIVE (sleep at once) never collapses but makes every region pay a
-# wake-up (the notebook step ~1.5x slower idle). 10,000 iterations outlast the gap between two
-# steps (~0.1 ms of Python), so the idle cost is small, and bound what a waiting thread takes.
-THREAD_WAIT_ENV = {"GOMP_SPINCOUNT": "10000"}
+# measurement (`python bench/wait_policy.py`, bench/results/wait_policy.md: a training step under
+# each setting, idle and with one core busy). No one setting serves both: libgomp's default spin
+# (~300,000 iterations, milliseconds) is fastest idle but collapses when another process holds a
+# core (the default `fastrnn train` took 136 s instead of 28 s), and OMP_WAIT_POLICY=PASSIVE (sleep
+# at once) never collapses but makes every region pay a wake-up (the notebook step 1.5x slower
+# idle); a short spin (GOMP_SPINCOUNT=10000) sits between them and has the costs of both. So the
+# program looks first: when other processes keep at least BUSY_CORES of the cores busy as it starts
+# it sleeps at once (PASSIVE), otherwise it leaves libgomp's default, as any program using the
+# library gets it.
+BUSY_CORES, BUSY_ENV = 0.5, {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def apply_thread_wait_policy(environ=os.environ):
-    """Put `THREAD_WAIT_ENV` into ``environ`` unless the caller chose a wait policy already
-    (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set). libgomp reads them once, when Numba's
-    OpenMP threads start: before the first kernel runs."""
-    if not any(k in environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
-        environ.update(THREAD_WAIT_ENV)
+def busy_cores(interval=0.05):
+    """How many cores other processes keep busy right now, from two readings of ``/proc/stat``
+    ``interval`` seconds apart (this process waits meanwhile); None where it cannot be read."""
+    def read():
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]              # all, idle + iowait
+    try:
+        total0, idle0 = read()
+        time.sleep(interval)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def apply_thread_wait_policy(environ=os.environ, busy=None):
+    """Put `BUSY_ENV` into ``environ`` when ``busy()`` (default `busy_cores`) finds at least
+    `BUSY_CORES` cores busy, unless the caller chose a wait policy already (``OMP_WAIT_POLICY`` or
+    ``GOMP_SPINCOUNT`` set). libgomp reads them once, when Numba's OpenMP threads start: before
+    the first kernel runs."""
+    if any(k in environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        return
+    load = (busy or busy_cores)()
+    if load is not None and load >= BUSY_CORES:
+        environ.update(BUSY_ENV)
 
 
 def main(argv=None):
     """Run the ``fastrnn`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    Run as a program (``argv=None``), ``train``, ``evaluate`` and ``predict`` wait for work as
-    `THREAD_WAIT_ENV` says (`apply_thread_wait_policy`). ``bench`` does not: it times the library
+    Run as a program (``argv=None``), ``train``, ``evaluate`` and ``predict`` choose how threads
+    wait for work by the machine's load (`apply_thread_wait_policy`). ``bench`` does not: it times the library
     as any program gets it, like ``python -m fastrnn.bench`` and pytest-benchmark.
     """
     program = argv is None

@@ -2,7 +2,9 @@
 row or table line, peers timed in their own clean processes; a chart is drawn. Tiny and untimed."""
 
 import os
+import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -79,14 +81,28 @@ def test_chart_is_drawn(tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_thread_wait_policy_yields_to_the_caller():
-    env = {}
-    cli.apply_thread_wait_policy(env)
-    assert env == cli.THREAD_WAIT_ENV
+def test_thread_wait_policy_sleeps_on_a_busy_machine_and_yields_to_the_caller():
+    for load, want in ((0.0, {}), (0.49, {}), (0.5, cli.BUSY_ENV), (1.7, cli.BUSY_ENV),
+                       (None, {})):
+        env = {}
+        cli.apply_thread_wait_policy(env, busy=lambda load=load: load)
+        assert env == want, load
     for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "5"}):
         env = dict(chosen)
-        cli.apply_thread_wait_policy(env)
+        cli.apply_thread_wait_policy(env, busy=lambda: 2.0)
         assert env == chosen
+
+
+def test_busy_cores_sees_a_busy_process():
+    if cli.busy_cores() is None:
+        pytest.skip("no /proc/stat here")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        assert cli.busy_cores(0.3) >= 0.5                 # one core of the spinner, at least
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_fastrnn_bench_runs_with_the_callers_environment(monkeypatch):
@@ -95,12 +111,13 @@ def test_fastrnn_bench_runs_with_the_callers_environment(monkeypatch):
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)                     # absent now, and absent again afterwards
+    monkeypatch.setattr(cli, "busy_cores", lambda: 2.0)     # a busy machine: train would set it
     seen = {}
     fake = types.ModuleType("fastrnn.bench")
-    fake.main = lambda argv: seen.update({k: k in os.environ for k in cli.THREAD_WAIT_ENV}) or 0
+    fake.main = lambda argv: seen.update({k: k in os.environ for k in cli.BUSY_ENV}) or 0
     monkeypatch.setitem(sys.modules, "fastrnn.bench", fake)
     monkeypatch.setattr(sys, "argv", ["fastrnn", "bench", "--repeats", "1"])
     assert cli.main() == 0 and seen and not any(seen.values())
     monkeypatch.setattr(sys, "argv", ["fastrnn", "train", "--help"])
     assert cli.main() == 0
-    assert all(os.environ.get(k) == v for k, v in cli.THREAD_WAIT_ENV.items())
+    assert all(os.environ.get(k) == v for k, v in cli.BUSY_ENV.items())
