@@ -264,8 +264,11 @@ def make_op(op, backend, batch):
         tail_args = [a[n:] for a in (theta, grad, s1, s2)]
         return lambda: (mod.adam_update(*rows_args, STEP, LR, rows=batch.rows),
                         mod.adam_update(*tail_args, STEP, LR))
-    if op in ("step", "step_lazy"):     # as the model calls it: with the overflow check's bounds
-        count, hyper, bounds = itertools.count(1), optim.Adam(LR).hyper(), np.full(3, np.nan)
+    if op in ("step", "step_lazy"):
+        # numba as the model calls it, with the overflow check's bounds; the NumPy reference
+        # without: its exact check copies the buffers each step, and it is timed at its best
+        count, hyper = itertools.count(1), optim.Adam(LR).hyper()
+        bounds = np.full(3, np.nan) if backend == "numba" else None
         return lambda: mod.train_step(theta, grad, s1, s2, next(count), s.dims, batch.x, batch.y,
                                       optim.ADAM_KIND, hyper, lazy=op == "step_lazy",
                                       bounds=bounds)

@@ -221,9 +221,10 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
 
     ``bounds`` (a float64 array of 3, or None) turns on the overflow check: an update that would
     make any parameter or optimizer state non-finite updates nothing either. The array carries
-    upper bounds on ``|theta|, |s1|, |s2|`` from step to step (NaN: unknown); the compiled
-    backend uses them to skip the check when no overflow is possible, and this one writes the
-    exact largest values.
+    upper bounds on ``|theta|, |s1|, |s2|`` from step to step (NaN: unknown) for the compiled
+    backend, which uses them to skip the check when no overflow is possible; this one checks
+    every update (it keeps a copy of the buffers, and puts it back when the update overflowed)
+    and leaves ``bounds`` as it is.
 
     Returns ``(loss, n_correct, grad_norm, applied)``.
     """
@@ -235,25 +236,21 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
     if not (np.isfinite(norm) and np.isfinite(loss)):
         return float(loss), correct, norm, False
-    new = (theta, s1, s2) if bounds is None else (theta.copy(), s1.copy(), s2.copy())
+    backup = None if bounds is None else (theta.copy(), s1.copy(), s2.copy())
     V, D = dims[0], dims[1]
     with np.errstate(over="ignore", invalid="ignore"):
         if lazy and V:
             rows = np.unique(x)
             view = lambda a: a[:V * D].reshape(V, D)            # noqa: E731
-            optimizer_update(kind, hyper, step, view(new[0]), view(grad), view(new[1]),
-                             view(new[2]), rows)
+            optimizer_update(kind, hyper, step, view(theta), view(grad), view(s1), view(s2), rows)
             tail = slice(V * D, None)
-            optimizer_update(kind, hyper, step, new[0][tail], grad[tail], new[1][tail],
-                             new[2][tail])
+            optimizer_update(kind, hyper, step, theta[tail], grad[tail], s1[tail], s2[tail])
         else:
-            optimizer_update(kind, hyper, step, new[0], grad, new[1], new[2])
-    if bounds is not None:
-        if not all(np.isfinite(a).all() for a in new):
-            return float(loss), correct, norm, False
-        for a, b in zip((theta, s1, s2), new):
-            a[...] = b
-        bounds[:] = [np.abs(a).max(initial=0.0) for a in new]
+            optimizer_update(kind, hyper, step, theta, grad, s1, s2)
+    if backup is not None and not all(np.isfinite(a).all() for a in (theta, s1, s2)):
+        for a, old in zip((theta, s1, s2), backup):        # the update overflowed: undo it
+            a[...] = old
+        return float(loss), correct, norm, False
     return float(loss), correct, norm, True
 
 
