@@ -232,6 +232,18 @@ def test_get_word_index(tmp_path):
         imdb.get_word_index(tmp_path)
 
 
+def test_word_index_that_is_huge_or_not_a_file_is_refused(tmp_path):
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:                          # sparse: no disk used
+        f.truncate(imdb.WORD_INDEX_MAX_BYTES + 1)
+    with pytest.raises(ValueError, match=r"big.json is damaged .*larger than 64 MiB"):
+        imdb.get_word_index(big)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        imdb.get_word_index(fifo)
+
+
 # --- safe loading and validation ---------------------------------------------------
 
 

@@ -175,6 +175,9 @@ def load_data(
     return (_to_lists(xtr, ltr), ytr), (_to_lists(xte, lte), yte)
 
 
+WORD_INDEX_MAX_BYTES = 64 << 20
+
+
 def get_word_index(path=None, download=True):
     """Keras' IMDB word index: word -> frequency rank (1 = most frequent).
 
@@ -192,8 +195,12 @@ def get_word_index(path=None, download=True):
     """
     file = _locate("imdb_word_index.json", path, download)
     try:
-        with open(file, encoding="utf-8") as f:
-            index = json.load(f)
+        with open_regular(file) as f:
+            raw = f.read(WORD_INDEX_MAX_BYTES + 1)
+        if len(raw) > WORD_INDEX_MAX_BYTES:
+            raise ValueError(f"larger than {WORD_INDEX_MAX_BYTES >> 20} MiB (the real word "
+                             "index is 1.6 MB)")
+        index = json.loads(raw.decode("utf-8"))
     except ValueError as e:  # includes JSONDecodeError and UnicodeDecodeError
         raise _damaged(file, e) from e
     if not isinstance(index, dict) or not all(
