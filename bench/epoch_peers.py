@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,36 +78,16 @@ for line in sys.stdin:
 """
 
 
-class PeerChild:
+class PeerChild(bench.ChildProcess):
     """A peer library in a child process (`KERAS_CHILD`, `TORCH_CHILD`), with the caller's
     environment: ``epoch()`` trains one epoch there and returns its seconds (measured there, so
     without the pipe's round trip). ``info`` is its first line (``"error"`` if it cannot run)."""
 
     def __init__(self, name, python, code, args, env=None):
-        self.name = name
-        self.proc = subprocess.Popen([python, "-c", code, *map(str, args)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._reply()
-
-    def _reply(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.name} child exited ({self.proc.wait()}); run it by hand "
-                               "to see why")
-        return json.loads(line)
+        super().__init__(name, [python, "-c", code, *map(str, args)], env)
 
     def epoch(self):
-        self.proc.stdin.write("epoch\n")
-        self.proc.stdin.flush()
-        return self._reply()["seconds"]
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:                              # it exited already
-            pass
-        self.proc.wait(timeout=60)
-        self.proc.stdout.close()
+        return self.request("epoch")["seconds"]
 
 
 def main(argv=None):

@@ -713,41 +713,31 @@ def serve(backend, threads):
             reply(seconds=sample(fn, n, request["sample"]))
 
 
-class BackendProcess:
-    """One backend in its own Python process (`serve`), started with `child_env`: a peer never
-    runs with settings made for another backend, nor in a process another backend's threads or
-    libraries (libgomp, OpenBLAS) have been through. ``info`` is its first reply; it holds
-    ``"error"`` when the backend cannot run (torch not installed)."""
+class ChildProcess:
+    """A Python child that answers each request line on its stdin with one JSON line on its
+    stdout; ``info`` is its first line. Its stderr is the caller's, so its errors show there."""
 
-    def __init__(self, backend, threads):
-        self.backend = backend
-        self.proc = subprocess.Popen([sys.executable, "-c", BACKEND_CHILD, backend, str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=child_env())
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
         try:
-            first = self._reply()
+            self.info = self._reply()
         except BaseException:
             self.close()
             raise
-        self.info = first.get("info", first)
 
-    def ask(self, **request):
-        self.proc.stdin.write(json.dumps(request) + "\n")
+    def request(self, line):
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return self._reply()
 
     def _reply(self):
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the {self.backend} benchmark process exited "
-                               f"(status {self.proc.wait()}); its error is printed above")
+            raise RuntimeError(f"the {self.name} process exited (status {self.proc.wait()}); "
+                               "its error is printed above")
         return json.loads(line)
-
-    def prepare(self, op, size, dtype, min_sample=0.05):
-        return self.ask(prepare=[op, size, dtype], min_sample=min_sample)["n"]
-
-    def sample(self, settle=0.1):
-        return self.ask(sample=settle)["seconds"]
 
     def close(self):
         """End the process (EOF on its stdin; killed if it has not exited after 60 s)."""
@@ -761,6 +751,28 @@ class BackendProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
+
+
+class BackendProcess(ChildProcess):
+    """One backend in its own Python process (`serve`), started with `child_env`: a peer never
+    runs with settings made for another backend, nor in a process another backend's threads or
+    libraries (libgomp, OpenBLAS) have been through. ``info`` is its first reply; it holds
+    ``"error"`` when the backend cannot run (torch not installed)."""
+
+    def __init__(self, backend, threads):
+        self.backend = backend
+        super().__init__(f"{backend} benchmark",
+                         [sys.executable, "-c", BACKEND_CHILD, backend, str(threads)], child_env())
+        self.info = self.info.get("info", self.info)
+
+    def ask(self, **request):
+        return self.request(json.dumps(request))
+
+    def prepare(self, op, size, dtype, min_sample=0.05):
+        return self.ask(prepare=[op, size, dtype], min_sample=min_sample)["n"]
+
+    def sample(self, settle=0.1):
+        return self.ask(sample=settle)["seconds"]
 
 
 def start_backends(backends, threads=None):

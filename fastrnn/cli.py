@@ -260,8 +260,9 @@ def main(argv=None):
     """Run the ``fastrnn`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
     Run as a program (``argv=None``), ``train``, ``evaluate`` and ``predict`` choose how threads
-    wait for work by the machine's load (`apply_thread_wait_policy`). ``bench`` does not: it times the library
-    as any program gets it, like ``python -m fastrnn.bench`` and pytest-benchmark.
+    wait for work by the machine's load (`apply_thread_wait_policy`). ``bench`` does not: it
+    times the library as any program gets it, like ``python -m fastrnn.bench`` and
+    pytest-benchmark.
     """
     program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
