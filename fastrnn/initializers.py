@@ -15,6 +15,11 @@ def uniform(rng, shape, limit=0.05):
     return rng.uniform(-limit, limit, size=shape)
 
 
+def zeros(rng, shape):
+    """Keras ``Zeros``, the bias default."""
+    return np.zeros(shape)
+
+
 def glorot_uniform(rng, shape):
     """Keras ``GlorotUniform``: ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))``."""
     fan_in, fan_out = shape

@@ -303,26 +303,8 @@ class SimpleRNNClassifier:
         finally:
             self._training_lock.release()
 
-    @contextlib.contextmanager
     def _backend_call(self):
-        """Around every backend call: the thread count, and the lock Numba's workqueue layer needs.
-
-        The NumPy backend runs without floating-point warnings, as the compiled one does: the
-        model itself deals with a non-finite loss or gradient (``fit``'s ``on_nonfinite``).
-        """
-        if self.backend_name != "numba":
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                yield
-            return
-        import numba
-        with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext():
-            before = numba.get_num_threads()       # thread-local in Numba
-            if self.threads is not None:
-                numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-            try:
-                yield
-            finally:
-                numba.set_num_threads(before)
+        return _backend_call(self.backend_name, self.threads)
 
     # --- training ------------------------------------------------------------------------------
 
@@ -679,6 +661,28 @@ def _kernels():
                            "Set NUMBA_CACHE_DIR to a writable directory, or FASTRNN_NUMBA_CACHE=0 "
                            f"to compile without caching ({e})") from e
     return kernels
+
+
+@contextlib.contextmanager
+def _backend_call(backend_name, threads):
+    """Around every backend call: the thread count, and the lock Numba's workqueue layer needs.
+
+    The NumPy backend runs without floating-point warnings, as the compiled one does: the
+    model itself deals with a non-finite loss or gradient (``fit``'s ``on_nonfinite``).
+    """
+    if backend_name != "numba":
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            yield
+        return
+    import numba
+    with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext():
+        before = numba.get_num_threads()       # thread-local in Numba
+        if threads is not None:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
 
 def _serialise_numba():

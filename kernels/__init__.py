@@ -258,3 +258,17 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
     stats = _model(_step.TRAIN_STEP, theta, dims, x, y, grad, s1, s2, step, kind, hyper,
                    mask_zero, k, lazy, bounds)[1]
     return float(stats[0]), int(stats[1]), float(stats[2]), bool(stats[3])
+
+
+# ---------------------------------------------------------------------------------------------
+# The layers' ops (fastrnn.reference.layers): compiled where the work is a loop over time or a
+# scatter; elementwise ops and BLAS-size products are the reference's own NumPy code, which is
+# already that fast.
+# ---------------------------------------------------------------------------------------------
+
+from fastrnn.reference.layers import (activation_backward, activation_forward,  # noqa: E402,F401
+                                      dense_backward, dense_forward, dropout_backward,
+                                      dropout_forward, embedding_backward, embedding_forward,
+                                      merge_backward, merge_forward, rnn_outputs,
+                                      rnn_outputs_backward, simple_rnn_backward,
+                                      simple_rnn_forward)
