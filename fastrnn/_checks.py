@@ -219,3 +219,30 @@ def inplace(name, a):
     """An array the call updates in place: writable and C-contiguous."""
     if not a.flags.c_contiguous or not a.flags.writeable:
         raise ValueError(f"{name} is updated in place and must be a writable C-contiguous array")
+
+
+def layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation, recurrent_dropout):
+    """The arguments of ``simple_rnn_forward`` / ``_backward``; returns the mask (bool or None)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError(f"x must be a (B, T, D) array, got {getattr(x, 'shape', type(x))}")
+    floats("x", x, 3)
+    B, T, D = x.shape
+    floats("kernel", kernel, 2, x.dtype)
+    H = kernel.shape[1]
+    shape("kernel", kernel, (D, H))
+    floats("recurrent_kernel", recurrent_kernel, 2, x.dtype)
+    shape("recurrent_kernel", recurrent_kernel, (H, H))
+    if bias is not None:
+        floats("bias", bias, 1, x.dtype)
+        shape("bias", bias, (H,))
+    if activation not in ("tanh", "relu"):
+        raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    if recurrent_dropout is not None:
+        floats("recurrent_dropout", recurrent_dropout, 2, x.dtype)
+        shape("recurrent_dropout", recurrent_dropout, (B, H))
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
+        shape("mask", mask, (B, T))
+    return mask

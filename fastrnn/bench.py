@@ -73,7 +73,12 @@ SIZES = {
 }
 DTYPES = ("float32", "float64")
 BACKENDS = ("numba", "numpy", "torch")
-OPS = ("forward", "bptt", "bptt_k4", "adam", "adam_lazy", "step", "step_lazy")
+OPS = ("forward", "bptt", "bptt_k4", "adam", "adam_lazy", "step", "step_lazy", "seq_step",
+       "bidir2_step", "stack4_step")
+# Sequential models of the same size (their training step with Adam): today's model built from
+# layers ("seq_step", the model of "step"), two stacked Bidirectional(SimpleRNN) layers, and
+# Chollet's stack of four SimpleRNN layers (return_sequences on the first three)
+SEQUENTIAL_OPS = {"seq_step": (1, False), "bidir2_step": (2, True), "stack4_step": (4, False)}
 K_TRUNC = 4
 STEP = 10                      # Adam step number used by the standalone optimizer benchmarks
 LR = 1e-3
@@ -264,6 +269,9 @@ def make_op(op, backend, batch):
         tail_args = [a[n:] for a in (theta, grad, s1, s2)]
         return lambda: (mod.adam_update(*rows_args, STEP, LR, rows=batch.rows),
                         mod.adam_update(*tail_args, STEP, LR))
+    if op in SEQUENTIAL_OPS:
+        model = sequential_model(op, s, batch.theta.dtype, backend)
+        return lambda: model.train_on_batch(batch.x, batch.y)
     if op in ("step", "step_lazy"):
         # numba as the model calls it, with the overflow check's bounds; the NumPy reference
         # without: its exact check copies the buffers each step, and it is timed at its best
@@ -275,9 +283,53 @@ def make_op(op, backend, batch):
     raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
 
 
+def sequential_model(op, s, dtype, backend, seed=0):
+    """The ``fastrnn.Sequential`` of a `SEQUENTIAL_OPS` op at size ``s``, compiled with Adam."""
+    from . import layers
+    from .models import Sequential
+    n, bidirectional = SEQUENTIAL_OPS[op]
+    stack = [layers.Embedding(s.V, s.D)]
+    for i in range(n):
+        rnn = layers.SimpleRNN(s.H, return_sequences=i < n - 1)
+        stack.append(layers.Bidirectional(rnn) if bidirectional else rnn)
+    model = Sequential([*stack, layers.Dense(s.C, activation="softmax")], dtype=np.dtype(dtype).name,
+                       backend=backend, seed=seed)
+    model.compile(optim.Adam(LR), "sparse_categorical_crossentropy")
+    model.build((None, s.T))
+    return model
+
+
+def torch_sequential_trainer(op, s, dtype):
+    """The torch twin of `sequential_model`: ``Embedding -> nn.RNN(num_layers, bidirectional) ->
+    Linear`` on the last states, softmax cross-entropy, Adam; returns ``step(x, y)``."""
+    torch = import_torch()
+    n, bidirectional = SEQUENTIAL_OPS[op]
+    dt = getattr(torch, np.dtype(dtype).name)
+    emb = torch.nn.Embedding(s.V, s.D, dtype=dt)
+    rnn = torch.nn.RNN(s.D, s.H, num_layers=n, bidirectional=bidirectional, batch_first=True,
+                       dtype=dt)
+    lin = torch.nn.Linear(s.H * (2 if bidirectional else 1), s.C, dtype=dt)
+    opt = torch_adam([*emb.parameters(), *rnn.parameters(), *lin.parameters()])
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        h_n = rnn(emb(x))[1]                      # (layers * directions, B, H)
+        last = torch.cat([h_n[-2], h_n[-1]], dim=1) if bidirectional else h_n[-1]
+        loss = torch.nn.functional.cross_entropy(lin(last), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
 def _torch_op(op, batch):
     torch = import_torch()
     s, t = batch.size, torch.from_numpy
+    if op in SEQUENTIAL_OPS:
+        step = torch_sequential_trainer(op, s, batch.theta.dtype)
+        x, y = t(batch.x).long(), t(batch.y)
+        return lambda: step(x, y)
     if op in ("step", "step_lazy"):
         step, x, y = torch_trainer(batch.theta, s.dims, op == "step_lazy"), t(batch.x).long(), t(batch.y)
         return lambda: step(x, y)

@@ -95,6 +95,32 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+class Tokens:
+    """An Embedding's output before the lookup: the table ``E (V, D)`` and ``ids (B, T)``. A
+    recurrent layer reading it projects each distinct token once (``embedding_rnn_forward``);
+    any other layer looks the vectors up (``dense``)."""
+
+    def __init__(self, E, ids):
+        self.E, self.ids = E, ids
+
+    def dense(self, ops):
+        return ops.embedding_forward(self.E, self.ids)
+
+
+class TokenGrad:
+    """The gradient of an Embedding's table, from a layer that read ``Tokens``."""
+
+    def __init__(self, dE):
+        self.dE = dE
+
+    def __add__(self, other):
+        return TokenGrad(self.dE + other.dE)
+
+
+def _dense(ops, x):
+    return x.dense(ops) if isinstance(x, Tokens) else x
+
+
 class Input:
     """``keras.Input``: the shape of one sample (no batch axis) and the dtype of the inputs."""
 
@@ -138,10 +164,11 @@ class Embedding(Layer):
                 "mask_zero": self.mask_zero}
 
     def forward(self, ops, w, ids, mask, training, rng):
-        return ops.embedding_forward(w[0], ids), (ids != 0 if self.mask_zero else None), ids
+        return Tokens(w[0], ids), (ids != 0 if self.mask_zero else None), ids
 
     def backward(self, ops, w, g, dy, ids):
-        g[0][...] = ops.embedding_backward(dy, ids, self.input_dim)
+        g[0][...] = dy.dE if isinstance(dy, TokenGrad) else ops.embedding_backward(dy, ids,
+                                                                                  self.input_dim)
         return None
 
 
@@ -191,21 +218,25 @@ class SimpleRNN(Layer):
                 "recurrent_dropout": self.recurrent_dropout, "seed": self.seed,
                 "bptt_truncate": self.bptt_truncate}
 
-    def _bias(self, w, x):
-        return w[2] if self.use_bias else np.zeros(self.units, x.dtype)
-
     def forward(self, ops, w, x, mask, training, rng):
-        B, _, D = x.shape
         keep = r = None
         if training and self.dropout:
+            x = _dense(ops, x)
+            B, _, D = x.shape
             keep = rng.random((B, 1, D)) >= self.dropout
             x = ops.dropout_forward(x, keep, self.dropout)
+        tokens = isinstance(x, Tokens)
+        B, dt = (x.ids if tokens else x).shape[0], w[0].dtype
         if training and self.recurrent_dropout:
             keep_r = rng.random((B, self.units)) >= self.recurrent_dropout
-            r = ops.dropout_forward(np.ones((B, self.units), x.dtype), keep_r,
-                                    self.recurrent_dropout)
-        hs = ops.simple_rnn_forward(x, w[0], w[1], self._bias(w, x), mask, self.activation,
-                                    self.go_backwards, r)
+            r = ops.dropout_forward(np.ones((B, self.units), dt), keep_r, self.recurrent_dropout)
+        bias = w[2] if self.use_bias else np.zeros(self.units, dt)
+        if tokens:
+            hs = ops.embedding_rnn_forward(x.E, x.ids, w[0], w[1], bias, mask, self.activation,
+                                           self.go_backwards, r)
+        else:
+            hs = ops.simple_rnn_forward(x, w[0], w[1], bias, mask, self.activation,
+                                        self.go_backwards, r)
         y = ops.rnn_outputs(hs, mask, self.return_sequences, self.go_backwards,
                             self.zero_output_for_mask)
         return y, (mask if self.return_sequences else None), (x, hs, mask, keep, r)
@@ -214,8 +245,12 @@ class SimpleRNN(Layer):
         x, hs, mask, keep, r = cache
         dhs = ops.rnn_outputs_backward(dy, mask, self.return_sequences, self.go_backwards,
                                        self.zero_output_for_mask)
-        dx, dk, dr, db = ops.simple_rnn_backward(dhs, x, hs, w[0], w[1], mask, self.activation,
-                                                 self.go_backwards, r, self.bptt_truncate)
+        args = (w[0], w[1], mask, self.activation, self.go_backwards, r, self.bptt_truncate)
+        if isinstance(x, Tokens):
+            dE, dk, dr, db = ops.embedding_rnn_backward(dhs, x.ids, x.E, hs, *args)
+            dx = TokenGrad(dE)
+        else:
+            dx, dk, dr, db = ops.simple_rnn_backward(dhs, x, hs, *args)
         g[0][...], g[1][...] = dk, dr
         if self.use_bias:
             g[2][...] = db
@@ -230,12 +265,17 @@ class Bidirectional(Layer):
     def __init__(self, layer, merge_mode="concat", name=None):
         if not isinstance(layer, SimpleRNN):
             raise LayerError(f"Bidirectional wraps a recurrent layer (SimpleRNN), got {layer!r}")
+        if layer.go_backwards:
+            # Keras' backward copy always has go_backwards=True, and it refuses two copies that
+            # read in the same direction
+            raise LayerError("Bidirectional wraps a layer with go_backwards=False (the backward "
+                             "copy reads the sequence backwards); got go_backwards=True")
         super().__init__(name)
         self.merge_mode = _choice("merge_mode", merge_mode, MERGE_MODES)
         config = layer.get_config()
         self.forward_layer = SimpleRNN(**{**config, "name": "forward_" + layer.name})
         self.backward_layer = SimpleRNN(**{**config, "name": "backward_" + layer.name,
-                                           "go_backwards": not layer.go_backwards})
+                                           "go_backwards": True})
         self.layer = layer
         self.return_sequences = layer.return_sequences
         for copy in (self.forward_layer, self.backward_layer):
@@ -303,11 +343,13 @@ class Dense(Layer):
                 "use_bias": self.use_bias}
 
     def logits(self, ops, w, x):
-        """The pre-activation ``z``."""
-        return ops.dense_forward(x, w[0], w[1] if self.use_bias else np.zeros(self.units, x.dtype))
+        """``(z, x)``: the pre-activation, and the inputs as the backward pass reads them."""
+        x = _dense(ops, x)
+        bias = w[1] if self.use_bias else np.zeros(self.units, x.dtype)
+        return ops.dense_forward(x, w[0], bias), x
 
     def forward(self, ops, w, x, mask, training, rng):
-        z = self.logits(ops, w, x)
+        z, x = self.logits(ops, w, x)
         y = ops.activation_forward(z, self.activation)
         return y, mask, (x, y)
 
@@ -338,6 +380,7 @@ class Dropout(Layer):
         return {"name": self.name, "rate": self.rate, "seed": self.seed}
 
     def forward(self, ops, w, x, mask, training, rng):
+        x = _dense(ops, x)
         if not (training and self.rate):
             return x, mask, None
         keep = rng.random(x.shape) >= self.rate

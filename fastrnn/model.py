@@ -675,7 +675,10 @@ def _backend_call(backend_name, threads):
             yield
         return
     import numba
-    with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext():
+    from .kernels import serial_blas
+    # BLAS on one thread throughout: a threaded BLAS call between the kernels leaves BLAS threads
+    # spinning, which then compete with the kernels' own threads for the cores
+    with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext(), serial_blas():
         before = numba.get_num_threads()       # thread-local in Numba
         if threads is not None:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

@@ -271,13 +271,11 @@ class Sequential:
     def _loss_and_grad(self, x, y):
         """Forward, loss and backward on a batch: fills ``self.grad``; returns ``(loss, y)``."""
         ops = self._ops
-        inputs, mask, caches = [], None, []
-        h = x
+        mask, caches, h = None, [], x
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            inputs.append(h)
             if i == last and isinstance(layer, Dense):
-                z = layer.logits(ops, self._w[i], h)
+                z, head_input = layer.logits(ops, self._w[i], h)
                 break
             h, mask, cache = layer.forward(ops, self._w[i], h, mask, True, self._layer_rngs[i])
             caches.append(cache)
@@ -289,7 +287,7 @@ class Sequential:
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
             if i == last and isinstance(layer, Dense):
-                d = layer.backward(ops, self._w[i], self._g[i], None, (inputs[i], None), dz=d)
+                d = layer.backward(ops, self._w[i], self._g[i], None, (head_input, None), dz=d)
             else:
                 d = layer.backward(ops, self._w[i], self._g[i], d, caches[i])
         return float(loss), ops.activation_forward(z, head), mask
@@ -381,7 +379,7 @@ class Sequential:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if i == last and isinstance(layer, Dense):
-                z = layer.logits(ops, self._w[i], h)
+                z = layer.logits(ops, self._w[i], h)[0]
                 return z, ops.activation_forward(z, layer.activation), mask
             h, mask, _ = layer.forward(ops, self._w[i], h, mask, False, self._layer_rngs[i])
         return h, h, mask

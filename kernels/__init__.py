@@ -21,7 +21,7 @@ from . import step as _step
 from . import tasks as _tasks
 from .tasks import (ARG_NAMES, ARGS, CHUNK, DX_OUT, HS_IN, HS_OUT, INTS, N_CONSTS, UPDATE_RANGE,
                     UPDATE_ROWS, WANT_GRAD)
-from ._jit import CACHE, FASTMATH  # noqa: F401  (re-exported switches)
+from ._jit import CACHE, FASTMATH, serial_blas  # noqa: F401  (re-exported switches)
 
 __all__ = ["rnn_forward", "rnn_backward", "softmax_xent", "forward", "loss_and_grad",
            "clip_by_global_norm", "sgd_update", "rmsprop_update", "adam_update",
@@ -268,7 +268,140 @@ def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=Fal
 
 from fastrnn.reference.layers import (activation_backward, activation_forward,  # noqa: E402,F401
                                       dense_backward, dense_forward, dropout_backward,
-                                      dropout_forward, embedding_backward, embedding_forward,
-                                      merge_backward, merge_forward, rnn_outputs,
-                                      rnn_outputs_backward, simple_rnn_backward,
-                                      simple_rnn_forward)
+                                      dropout_forward, embedding_forward, merge_backward,
+                                      merge_forward, rnn_outputs, rnn_outputs_backward)
+
+from . import layers as _layers  # noqa: E402
+
+_ACTIVATIONS = {"tanh": 0, "relu": _layers.RELU}
+
+
+def _flat_mask(mask, B, T):
+    return np.zeros(0, np.uint8) if mask is None else _c(mask, np.uint8).reshape(B * T)
+
+
+def _flat_dropout(r, dt):
+    return np.zeros(0, dt) if r is None else _c(r, dt).reshape(-1)
+
+
+def _rnn_dims(x, recurrent_kernel, activation, go_backwards, k=0, last_only=False):
+    B, T, D = x.shape
+    return np.array([B, T, D, recurrent_kernel.shape[0], _ACTIVATIONS[activation],
+                     int(bool(go_backwards)), chunks(B), k, int(last_only)], np.int64)
+
+
+_NO_INV = np.zeros(0, np.int64)
+_NO_X = {np.dtype(d): np.zeros(0, d) for d in (np.float32, np.float64)}
+
+
+def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv=_NO_INV):
+    """``hs`` for dense ``x (B, T, D)``, or token projections ``x (n, H)`` (see
+    ``layers.rnn_forward``)."""
+    B, T, H = int(dims[0]), int(dims[1]), int(dims[3])
+    dt = recurrent_kernel.dtype
+    hs = np.empty((T + 1, B, H), dt)
+    _layers.rnn_forward(dt, _c(x, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
+                        _c(bias, dt), _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
+                        dims, hs.reshape(-1), _workspace(dt, B * ((0 if inv.size else T * H) + 2 * H)))
+    return hs
+
+
+def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout, dims,
+                         inv=_NO_INV, n=0):
+    """``(dx, dkernel, drecurrent_kernel, dbias)``; for token inputs (``inv``, ``n`` distinct
+    tokens) ``dx`` is the ``(n, H)`` sums of dA per token and ``dkernel`` None (see
+    ``layers.rnn_backward``)."""
+    B, T, D, H = (int(d) for d in dims[:4])
+    dt, nc = hs.dtype, int(dims[6])
+    tokens = inv.size > 0
+    dx = np.empty((nc, n, H) if tokens else (B, T, D), dt)
+    Dk = 0 if tokens else D * H
+    parts = np.empty((nc, Dk + H * H + H), dt)
+    _layers.rnn_backward(dt, _c(dhs, dt).reshape(-1), _c(x, dt).reshape(-1),
+                         _c(hs, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
+                         _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
+                         dx.reshape(-1), parts, _workspace(dt, B * ((0 if tokens else T * H) + 3 * H)))
+    g = parts.sum(axis=0)
+    dkernel = None if tokens else g[:Dk].reshape(D, H)
+    return (dx.sum(axis=0) if tokens else dx), dkernel, g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]
+
+
+def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
+                       go_backwards=False, recurrent_dropout=None):
+    mask = _checks.layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation,
+                                  recurrent_dropout)
+    return _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout,
+                       _rnn_dims(x, recurrent_kernel, activation, go_backwards))
+
+
+def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activation="tanh",
+                        go_backwards=False, recurrent_dropout=None, bptt_truncate=None):
+    mask = _checks.layer_rnn_args(x, kernel, recurrent_kernel, None, mask, activation,
+                                  recurrent_dropout)
+    B, T, D = x.shape
+    H = recurrent_kernel.shape[0]
+    _checks.shape("hs", hs, (T + 1, B, H))
+    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (T, B, H))
+    dims = _rnn_dims(x, recurrent_kernel, activation, go_backwards,
+                     _checks.truncate(bptt_truncate) or 0, dhs.ndim == 2)
+    return _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
+                                dims)
+
+
+def embedding_backward(dx, ids, V):
+    D, dt = dx.shape[-1], dx.dtype
+    ids = _c(ids, np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"ids must lie in [0, {V})")
+    dE = np.zeros((V, D), dt)
+    _layers.embedding_backward(dt, _c(dx, dt).reshape(-1, D), ids, dE,
+                               max(1, min(V, numba.get_num_threads())))
+    return dE
+
+
+def _distinct(ids, V, dt):
+    """``(rows, inv)``: the distinct ids of a batch in order of first appearance, and each
+    token's number among them (flat, in ``ids``' order)."""
+    flat = _c(ids, np.int64).reshape(-1)
+    rows, inv = np.empty(min(V, flat.size), np.int64), np.empty(flat.size, np.int64)
+    n = _layers.distinct(dt, flat, np.zeros(V, np.uint8), np.empty(V, np.int64), rows, inv,
+                         np.zeros(0, dt))
+    return rows[:n], inv
+
+
+def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
+                          go_backwards=False, recurrent_dropout=None):
+    ids = _checks.token_ids(ids, E.shape[0], "ids")
+    B, T = ids.shape
+    mask = _checks.layer_rnn_args(np.empty((B, T, E.shape[1]), E.dtype), kernel,
+                                  recurrent_kernel, bias, mask, activation, recurrent_dropout)
+    rows, inv = _distinct(ids, E.shape[0], E.dtype)
+    with serial_blas():
+        EW = E[rows] @ kernel             # each distinct token's projection, once
+    dims = np.array([B, T, E.shape[1], recurrent_kernel.shape[0], _ACTIVATIONS[activation],
+                     int(bool(go_backwards)), chunks(B), 0, 0], np.int64)
+    return _recurrence(EW, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv)
+
+
+def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
+                           activation="tanh", go_backwards=False, recurrent_dropout=None,
+                           bptt_truncate=None):
+    ids = _checks.token_ids(ids, E.shape[0], "ids")
+    B, T = ids.shape
+    V, D = E.shape
+    H = recurrent_kernel.shape[0]
+    mask = _checks.layer_rnn_args(np.empty((B, T, D), E.dtype), kernel, recurrent_kernel, None,
+                                  mask, activation, recurrent_dropout)
+    _checks.shape("hs", hs, (T + 1, B, H))
+    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (T, B, H))
+    rows, inv = _distinct(ids, V, E.dtype)
+    dims = np.array([B, T, D, H, _ACTIVATIONS[activation], int(bool(go_backwards)), chunks(B),
+                     _checks.truncate(bptt_truncate) or 0, int(dhs.ndim == 2)], np.int64)
+    dEW, _, drecurrent, dbias = _recurrence_backward(dhs, _NO_X.get(E.dtype), hs, kernel,
+                                                     recurrent_kernel, mask, recurrent_dropout,
+                                                     dims, inv, rows.size)
+    dE = np.zeros((V, D), E.dtype)
+    with serial_blas():
+        dE[rows] = dEW @ kernel.T         # the distinct rows only: each once
+        dkernel = E[rows].T @ dEW
+    return dE, dkernel, drecurrent, dbias

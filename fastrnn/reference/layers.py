@@ -118,6 +118,24 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
     return dx, dkernel, drecurrent, dbias
 
 
+def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
+                          go_backwards=False, recurrent_dropout=None):
+    """An Embedding feeding a SimpleRNN as one op: ``simple_rnn_forward(E[ids], ...)``."""
+    return simple_rnn_forward(embedding_forward(E, ids), kernel, recurrent_kernel, bias, mask,
+                              activation, go_backwards, recurrent_dropout)
+
+
+def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
+                           activation="tanh", go_backwards=False, recurrent_dropout=None,
+                           bptt_truncate=None):
+    """The backward pass of ``embedding_rnn_forward``: ``dE (V, D)``, ``dkernel``,
+    ``drecurrent_kernel``, ``dbias``."""
+    dx, dkernel, drecurrent, dbias = simple_rnn_backward(
+        dhs, embedding_forward(E, ids), hs, kernel, recurrent_kernel, mask, activation,
+        go_backwards, recurrent_dropout, bptt_truncate)
+    return embedding_backward(dx, ids, E.shape[0]), dkernel, drecurrent, dbias
+
+
 def rnn_outputs(hs, mask=None, return_sequences=False, go_backwards=False, zero_masked=False):
     """A recurrent layer's output from its states: ``hs[T] (B, H)``, or with ``return_sequences``
     every state ``(B, T, H)`` in processing order (reversed for ``go_backwards``, as Keras returns
