@@ -108,13 +108,14 @@ class Tokens:
 
 
 class TokenGrad:
-    """The gradient of an Embedding's table, from a layer that read ``Tokens``."""
+    """The gradient of an Embedding's table from a layer that read ``Tokens``: the rows
+    ``rows`` (ascending) have gradient ``values``, every other row 0."""
 
-    def __init__(self, dE):
-        self.dE = dE
+    def __init__(self, rows, values):
+        self.rows, self.values = rows, values
 
-    def __add__(self, other):
-        return TokenGrad(self.dE + other.dE)
+    def __add__(self, other):                     # both directions of a Bidirectional: same rows
+        return TokenGrad(self.rows, self.values + other.values)
 
 
 def _dense(ops, x):
@@ -167,8 +168,18 @@ class Embedding(Layer):
         return Tokens(w[0], ids), (ids != 0 if self.mask_zero else None), ids
 
     def backward(self, ops, w, g, dy, ids):
-        g[0][...] = dy.dE if isinstance(dy, TokenGrad) else ops.embedding_backward(dy, ids,
-                                                                                  self.input_dim)
+        if isinstance(dy, TokenGrad):
+            # only the rows of this batch have a gradient: clear the last batch's, write these
+            dirty = getattr(self, "_dirty", None)
+            if dirty is None:                     # the first step, or after a dense gradient
+                g[0][...] = 0
+            else:
+                g[0][dirty] = 0
+            g[0][dy.rows] = dy.values
+            self._dirty = dy.rows
+        else:
+            g[0][...] = ops.embedding_backward(dy, ids, self.input_dim)
+            self._dirty = None
         return None
 
 
@@ -247,8 +258,8 @@ class SimpleRNN(Layer):
                                        self.zero_output_for_mask)
         args = (w[0], w[1], mask, self.activation, self.go_backwards, r, self.bptt_truncate)
         if isinstance(x, Tokens):
-            dE, dk, dr, db = ops.embedding_rnn_backward(dhs, x.ids, x.E, hs, *args)
-            dx = TokenGrad(dE)
+            rows, dE_rows, dk, dr, db = ops.embedding_rnn_backward(dhs, x.ids, x.E, hs, *args)
+            dx = TokenGrad(rows, dE_rows)
         else:
             dx, dk, dr, db = ops.simple_rnn_backward(dhs, x, hs, *args)
         g[0][...], g[1][...] = dk, dr

@@ -678,7 +678,8 @@ def _backend_call(backend_name, threads):
     from .kernels import serial_blas
     # BLAS on one thread throughout: a threaded BLAS call between the kernels leaves BLAS threads
     # spinning, which then compete with the kernels' own threads for the cores
-    with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext(), serial_blas():
+    with _NUMBA_LOCK if _serialise_numba() else contextlib.nullcontext(), serial_blas(), \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         before = numba.get_num_threads()       # thread-local in Numba
         if threads is not None:
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

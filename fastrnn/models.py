@@ -70,6 +70,7 @@ class Sequential:
         self.built = self.compiled = False
         self.rng = np.random.default_rng(seed)
         self.step_count = self.epoch = 0
+        self._bounds = np.full(3, np.nan)         # the overflow check's bounds (update_step)
         self.history = History()
         self.stop_training = False
         self._training_lock = threading.RLock()
@@ -305,18 +306,13 @@ class Sequential:
         """One step: ``(loss, metric sums, weight, norm, applied)``."""
         with _backend_call(self.backend_name, self.threads):
             loss, p, mask = self._loss_and_grad(x, y)
-            ops = self._ops
-            norm = ops.clip_by_global_norm(self.grad, self.optimizer.hyper()[optim.CLIPNORM])
             sums, weight = self._metric_sums(y, p, mask)
-            if not (math.isfinite(norm) and math.isfinite(loss)):
-                return loss, sums, weight, norm, False
-            backup = (self.theta.copy(), self.s1.copy(), self.s2.copy())
-            with np.errstate(over="ignore", invalid="ignore"):
-                ops.optimizer_update(self.optimizer.kind, self.optimizer.hyper(),
-                                     self.step_count + 1, self.theta, self.grad, self.s1, self.s2)
-            if not all(np.isfinite(a).all() for a in (self.theta, self.s1, self.s2)):
-                for a, old in zip((self.theta, self.s1, self.s2), backup):
-                    a[...] = old
+            if not math.isfinite(loss):
+                return loss, sums, weight, math.nan, False
+            norm, applied = self._ops.update_step(self.optimizer.kind, self.optimizer.hyper(),
+                                                  self.step_count + 1, self.theta, self.grad,
+                                                  self.s1, self.s2, self._bounds)
+            if not applied:
                 return loss, sums, weight, norm, False
         self.step_count += 1
         return loss, sums, weight, norm, True
@@ -329,7 +325,9 @@ class Sequential:
         with self._training():
             loss, sums, weight, norm, applied = self._train_batch(x, y)
         if not applied:
-            raise TrainingError(f"non-finite {'loss' if not math.isfinite(loss) else 'gradient' if not math.isfinite(norm) else 'update'}; the weights are unchanged")
+            what = ("loss" if not math.isfinite(loss) else "gradient" if not math.isfinite(norm)
+                    else "update (it would make weights or optimizer state overflow)")
+            raise TrainingError(f"non-finite {what}; the weights are unchanged")
         return self._result(loss, {m: s / weight for m, s in sums.items()})
 
     def _result(self, loss, metrics, return_dict=False):
@@ -448,6 +446,7 @@ class Sequential:
                     and self.history.epoch == list(range(initial_epoch))):
                 self.history = History()
             self.stop_training = False
+            self._bounds[:] = np.nan              # the weights may have been written since
             for cb in callbacks:
                 cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
@@ -479,8 +478,8 @@ class Sequential:
             idx = order[b * batch_size:(b + 1) * batch_size]
             loss, batch_sums, weight, norm, applied = self._train_batch(x[idx], y[idx])
             if not applied:
-                what = ("gradient" if not math.isfinite(norm) else "loss" if not
-                        math.isfinite(loss) else "update (it would make weights or optimizer "
+                what = ("loss" if not math.isfinite(loss) else "gradient" if not
+                        math.isfinite(norm) else "update (it would make weights or optimizer "
                         "state overflow)")
                 raise TrainingError(f"non-finite {what} at epoch {epoch + 1}, step {b + 1} of "
                                     f"{n_batches}; the weights are those before this step (lower "
@@ -523,6 +522,7 @@ class Sequential:
                 raise ValueError(f"weight {i} holds NaN or inf")
         for view, value in zip(views, weights):
             view[...] = value
+        self._bounds[:] = np.nan
 
     @property
     def weights(self):

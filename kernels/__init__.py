@@ -14,7 +14,7 @@ import numpy as np
 from numba.np.numpy_support import as_dtype
 
 from fastrnn import _checks
-from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
+from fastrnn.optim import (ADAM_KIND, BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
                            N_HYPER, RHO, RMSPROP_KIND, SGD_KIND, WEIGHT_DECAY)
 
 from . import step as _step
@@ -250,6 +250,46 @@ def adam_update(p, g, m, v, step, learning_rate, beta_1=0.9, beta_2=0.999, epsil
                                         KERAS_EPSILON: float(keras_epsilon)}), step, p, g, m, v, rows)
 
 
+def update_step(kind, hyper, step, theta, grad, s1, s2, bounds=None):
+    # The overflow check as in ``train_step``: ``bounds`` carries upper bounds on |theta|, |s1|,
+    # |s2| from step to step (NaN: measure them), so an update is checked value by value (on
+    # copies) only when the bounds cannot rule an overflow out.
+    hyper = _checks.optimizer(kind, hyper)
+    bounds = _checks.update_bounds(bounds)
+    norm = clip_by_global_norm(grad, hyper[CLIPNORM])
+    if not np.isfinite(norm):
+        return norm, False
+    if bounds is not None:
+        if not np.isfinite(bounds).all():
+            for i, a in enumerate((theta, s1, s2)):
+                bounds[i] = float(np.abs(a).max()) if a.size else 0.0
+        consts, after = np.empty(N_CONSTS), np.empty(3)
+        _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+        g_max = min(norm, hyper[CLIPNORM])
+        _step.next_bounds.py_func(kind, consts, g_max, bounds, after)
+        limit = np.finfo(theta.dtype).max / 4
+        if not (np.isfinite(consts).all()
+                and _step.update_is_safe.py_func(kind, consts, g_max, after, limit)):
+            trial = [a.copy() for a in (theta, s1, s2)]
+            _update_flat(kind, hyper, step, trial[0], grad, trial[1], trial[2])
+            if not all(np.isfinite(a).all() for a in trial):
+                return norm, False
+            for a, new in zip((theta, s1, s2), trial):
+                a[...] = new
+            bounds[:] = np.nan                     # past the bounds' reach: measure next time
+            return norm, True
+        bounds[:] = after
+    _update_flat(kind, hyper, step, theta, grad, s1, s2)
+    return norm, True
+
+
+def _update_flat(kind, hyper, step, p, g, s1, s2):
+    consts = np.empty(N_CONSTS, p.dtype)
+    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+    n = numba.get_num_threads() if p.size >= 1 << 16 else 1
+    _layers.update_flat(p.dtype, kind, consts, p, g, s1, s2, n)
+
+
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
                bptt_truncate=None, lazy=False, bounds=None):
     x, y, hyper, k = _checks.train_step_args(theta, grad, s1, s2, dims, x, y, kind, hyper,
@@ -299,10 +339,12 @@ def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims
     ``layers.rnn_forward``)."""
     B, T, H = int(dims[0]), int(dims[1]), int(dims[3])
     dt = recurrent_kernel.dtype
-    hs = np.empty((T + 1, B, H), dt)
-    _layers.rnn_forward(dt, _c(x, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
-                        _c(bias, dt), _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
-                        dims, hs.reshape(-1), _workspace(dt, B * ((0 if inv.size else T * H) + 2 * H)))
+    hs = np.empty((B, T, H), dt)
+    _layers.rnn_forward(dt, _layers.forward_chunk.address(dt), _c(x, dt).reshape(-1), inv,
+                        _c(kernel, dt), _c(recurrent_kernel, dt), _c(bias, dt),
+                        _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
+                        hs.reshape(-1),
+                        _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
     return hs
 
 
@@ -317,10 +359,12 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
     dx = np.empty((nc, n, H) if tokens else (B, T, D), dt)
     Dk = 0 if tokens else D * H
     parts = np.empty((nc, Dk + H * H + H), dt)
-    _layers.rnn_backward(dt, _c(dhs, dt).reshape(-1), _c(x, dt).reshape(-1),
+    _layers.rnn_backward(dt, _layers.backward_chunk.address(dt), _c(dhs, dt).reshape(-1),
+                         _c(x, dt).reshape(-1),
                          _c(hs, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
                          _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
-                         dx.reshape(-1), parts, _workspace(dt, B * ((0 if tokens else T * H) + 3 * H)))
+                         dx.reshape(-1), parts,
+                         _workspace(dt, B * ((0 if tokens else T * H) + 4 * H)))
     g = parts.sum(axis=0)
     dkernel = None if tokens else g[:Dk].reshape(D, H)
     return (dx.sum(axis=0) if tokens else dx), dkernel, g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]
@@ -340,8 +384,8 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
                                   recurrent_dropout)
     B, T, D = x.shape
     H = recurrent_kernel.shape[0]
-    _checks.shape("hs", hs, (T + 1, B, H))
-    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (T, B, H))
+    _checks.shape("hs", hs, (B, T, H))
+    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
     dims = _rnn_dims(x, recurrent_kernel, activation, go_backwards,
                      _checks.truncate(bptt_truncate) or 0, dhs.ndim == 2)
     return _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
@@ -392,16 +436,17 @@ def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
     H = recurrent_kernel.shape[0]
     mask = _checks.layer_rnn_args(np.empty((B, T, D), E.dtype), kernel, recurrent_kernel, None,
                                   mask, activation, recurrent_dropout)
-    _checks.shape("hs", hs, (T + 1, B, H))
-    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (T, B, H))
+    _checks.shape("hs", hs, (B, T, H))
+    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
     rows, inv = _distinct(ids, V, E.dtype)
     dims = np.array([B, T, D, H, _ACTIVATIONS[activation], int(bool(go_backwards)), chunks(B),
                      _checks.truncate(bptt_truncate) or 0, int(dhs.ndim == 2)], np.int64)
     dEW, _, drecurrent, dbias = _recurrence_backward(dhs, _NO_X.get(E.dtype), hs, kernel,
                                                      recurrent_kernel, mask, recurrent_dropout,
                                                      dims, inv, rows.size)
-    dE = np.zeros((V, D), E.dtype)
+    order = np.argsort(rows)              # the rows in ascending order, as np.unique gives them
+    rows, dEW = rows[order], dEW[order]
     with serial_blas():
-        dE[rows] = dEW @ kernel.T         # the distinct rows only: each once
+        dE_rows = dEW @ kernel.T          # the distinct rows only: each once
         dkernel = E[rows].T @ dEW
-    return dE, dkernel, drecurrent, dbias
+    return rows, dE_rows, dkernel, drecurrent, dbias

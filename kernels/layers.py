@@ -22,181 +22,228 @@ import numpy as np
 from numba import prange
 
 from ._blas import matmul
-from ._jit import Arr, borrow, i64, jit, u8, void
+from ._jit import Arr, function_at, i64, jit, task, u8, void
 from ._math import tanh, typed
+from .tasks import adam, rmsprop, sgd
+from fastrnn.optim import ADAM_KIND, RMSPROP_KIND
 
 # ``dims`` slots
 B_, T_, D_, H_, ACT, BACKWARDS, NC, K, LAST_ONLY = range(9)
 RELU = 1                                           # ACT: 0 tanh, 1 relu
 
 
-@jit(lambda F: void(Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 1),
-                    Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 1)), parallel=True)
-def rnn_forward(x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work):
-    """``hs ((T + 1) B H,)``, the states of ``simple_rnn_forward`` for ``x (B T D,)``; or, for
-    token inputs, from ``x (n H,)``, the projections ``E[v] @ kernel`` of the batch's ``n``
-    distinct tokens, token ``(b, s)`` being number ``inv[b T + s]`` (``inv`` empty: dense ``x``).
+def FORWARD_CHUNK(F):
+    """The signature of ``forward_chunk`` for float type ``F``."""
+    return void(i64, Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 1),
+                Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 1))
+
+
+_forward_chunk_at = function_at(FORWARD_CHUNK)
+
+
+@jit(lambda F: void(i64, *FORWARD_CHUNK(F).args[1:]), parallel=True)
+def rnn_forward(address, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work):
+    """``hs (B T H,)``, the states of ``simple_rnn_forward`` by sequence position, for
+    ``x (B T D,)``; or, for token inputs, from ``x (n H,)``, the projections ``E[v] @ kernel`` of
+    the batch's ``n`` distinct tokens, token ``(b, s)`` being number ``inv[b T + s]`` (``inv``
+    empty: dense ``x``).
 
     ``mask (B T,)`` 1 = a state update (empty: all), ``r (B H,)`` the recurrent dropout
     multiplier (empty: none), ``dims`` (B, T, D, H, activation, go_backwards, nc), ``work`` at
-    least ``B (T H + 2 H)`` elements (``2 B H`` for tokens).
+    least ``B (T H + 4 H)`` elements (``4 B H`` for tokens).
     """
+    run = _forward_chunk_at(address, x)      # (see rnn_backward)
+    for c in prange(dims[NC]):
+        run(np.int64(c), x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work)
+
+
+@task(FORWARD_CHUNK)
+def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work):
+    """Chunk ``c`` of ``rnn_forward``."""
     B, T, H = dims[B_], dims[T_], dims[H_]
     relu, backwards, nc = dims[ACT] == RELU, dims[BACKWARDS], dims[NC]
-    for c in prange(nc):
-        b0 = c * B // nc
-        b1 = (c + 1) * B // nc
-        nb = b1 - b0
-        if nb == 0:
-            continue
-        tokens = inv.size > 0
-        S = 2 * H if tokens else T * H + 2 * H    # scratch per sequence
-        w = work[b0 * S:b1 * S]
-        a, hr = w[:nb * H].reshape((nb, H)), w[nb * H:2 * nb * H].reshape((nb, H))
-        zero = typed(a, 0.0)
-        EW = x.reshape((x.size // H, H)) if tokens else x[:0].reshape((0, H))
-        # dense inputs: every step's projection, one product
-        Pc = w[:0].reshape((0, T, H)) if tokens else w[2 * nb * H:].reshape((nb, T, H))
-        if not tokens:
-            D = dims[D_]
-            matmul(x[b0 * T * D:b1 * T * D].reshape((nb * T, D)), kernel, Pc.reshape((nb * T, H)),
-                   0.0)
-        for m in range(b0 * H, b1 * H):
-            hs[m] = 0
-        for t in range(T):
-            s = T - 1 - t if backwards else t
-            prev = hs[(t * B + b0) * H:(t * B + b1) * H].reshape((nb, H))
-            cur = hs[((t + 1) * B + b0) * H:((t + 1) * B + b1) * H].reshape((nb, H))
-            if r.size > 0:
-                rc = r[b0 * H:b1 * H].reshape((nb, H))
-                for i in range(nb):
-                    for j in range(H):
-                        hr[i, j] = prev[i, j] * rc[i, j]
-                matmul(hr, recurrent_kernel, a, 0.0)
-            else:
-                matmul(prev, recurrent_kernel, a, 0.0)
+    b0 = c * B // nc
+    b1 = (c + 1) * B // nc
+    nb = b1 - b0
+    if nb == 0:
+        return
+    tokens = inv.size > 0
+    S = 4 * H if tokens else T * H + 4 * H    # scratch per sequence
+    w = work[b0 * S:b1 * S]
+    a, hr = w[:nb * H].reshape((nb, H)), w[nb * H:2 * nb * H].reshape((nb, H))
+    h = w[2 * nb * H:4 * nb * H].reshape((2, nb, H))      # the previous and the new state
+    zero = typed(a, 0.0)
+    EW = x.reshape((x.size // H, H)) if tokens else x[:0].reshape((0, H))
+    # dense inputs: every step's projection, one product
+    Pc = w[:0].reshape((0, T, H)) if tokens else w[4 * nb * H:].reshape((nb, T, H))
+    if not tokens:
+        D = dims[D_]
+        matmul(x[b0 * T * D:b1 * T * D].reshape((nb * T, D)), kernel, Pc.reshape((nb * T, H)),
+               0.0)
+    out = hs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
+    prev = h[0]
+    for i in range(nb):
+        for j in range(H):
+            prev[i, j] = 0
+    for t in range(T):
+        s = T - 1 - t if backwards else t
+        prev, cur = h[t % 2], h[(t + 1) % 2]
+        if r.size > 0:
+            rc = r[b0 * H:b1 * H].reshape((nb, H))
             for i in range(nb):
-                p = EW[inv[(b0 + i) * T + s]] if tokens else Pc[i, s]
-                if not (mask.size == 0 or mask[(b0 + i) * T + s]):
-                    for j in range(H):
-                        cur[i, j] = prev[i, j]
-                elif relu:
-                    for j in range(H):
-                        cur[i, j] = max(a[i, j] + p[j] + bias[j], zero)
-                else:
-                    for j in range(H):
-                        cur[i, j] = tanh(a[i, j] + p[j] + bias[j])
+                for j in range(H):
+                    hr[i, j] = prev[i, j] * rc[i, j]
+            matmul(hr, recurrent_kernel, a, 0.0)
+        else:
+            matmul(prev, recurrent_kernel, a, 0.0)
+        for i in range(nb):
+            p = EW[inv[(b0 + i) * T + s]] if tokens else Pc[i, s]
+            if not (mask.size == 0 or mask[(b0 + i) * T + s]):
+                for j in range(H):
+                    cur[i, j] = prev[i, j]
+            elif relu:
+                for j in range(H):
+                    cur[i, j] = max(a[i, j] + p[j] + bias[j], zero)
+            else:
+                for j in range(H):
+                    cur[i, j] = tanh(a[i, j] + p[j] + bias[j])
+            o = out[i, s]
+            for j in range(H):
+                o[j] = cur[i, j]
 
 
-@jit(lambda F: void(Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2),
-                    Arr(u8, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 2), Arr(F, 1)),
-     parallel=True)
-def rnn_backward(dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts, work):
+def BACKWARD_CHUNK(F):
+    """The signature of ``backward_chunk`` for float type ``F``."""
+    return void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2),
+                Arr(u8, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 2), Arr(F, 1))
+
+
+_backward_chunk_at = function_at(BACKWARD_CHUNK)
+
+
+@jit(lambda F: void(i64, *BACKWARD_CHUNK(F).args[1:]), parallel=True)
+def rnn_backward(address, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts,
+                 work):
     """``simple_rnn_backward``: ``dx (B T D,)`` and per chunk ``c`` ``parts[c] = (dkernel
     (D H), drecurrent_kernel (H H), dbias (H))`` flat. For token inputs (``inv`` as in
     ``rnn_forward``, ``n`` distinct tokens; ``x`` unused) ``dx (nc n H,)`` holds instead each
     chunk's sums of ``dA = d loss / d a`` over the steps that read each token, added in step
     order, and ``parts[c]`` has no ``dkernel`` (the wrapper computes it from those sums).
 
-    ``dhs``: ``(T B H,)`` per-step gradients, or ``(B H,)`` for the last state only
+    ``dhs``: ``(B T H,)`` per-position gradients, or ``(B H,)`` for the final state only
     (``dims[LAST_ONLY]``); ``dims`` (B, T, D, H, activation, go_backwards, nc, k, last_only), k
-    the truncation (0: none); ``work`` at least ``B (T H + 3 H)`` elements (``3 B H`` for
+    the truncation (0: none); ``work`` at least ``B (T H + 4 H)`` elements (``4 B H`` for
     tokens).
     """
+    # the chunk's code is ``backward_chunk``, compiled once and called through its ``address``:
+    # compiled inside this parallel loop, the same code took 8 s to compile instead of 3 s
+    run = _backward_chunk_at(address, dhs)
+    for c in prange(dims[NC]):
+        run(np.int64(c), dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts, work)
+
+
+@task(BACKWARD_CHUNK)
+def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts, work):
+    """Chunk ``c`` of ``rnn_backward``."""
     B, T, H = dims[B_], dims[T_], dims[H_]
     relu, backwards, nc, k, last_only = (dims[ACT] == RELU, dims[BACKWARDS], dims[NC], dims[K],
                                          dims[LAST_ONLY])
     D = dims[D_]
-    for c in prange(nc):
-        b0 = c * B // nc
-        b1 = (c + 1) * B // nc
-        nb = b1 - b0
-        if nb == 0:
-            continue
-        tokens = inv.size > 0
-        S = 3 * H if tokens else T * H + 3 * H
-        w = work[b0 * S:b1 * S]
-        dh = w[:nb * H].reshape((nb, H))
-        da = w[nb * H:2 * nb * H].reshape((nb, H))
-        dhp = w[2 * nb * H:3 * nb * H].reshape((nb, H))   # da @ W_hh^T, then the dropped state
-        # dense inputs: dA in sequence order
-        dAc = w[:0].reshape((0, T, H)) if tokens else w[3 * nb * H:].reshape((nb, T, H))
-        n = dx.size // (nc * H)
-        dEW = dx[c * n * H:(c + 1) * n * H].reshape((n, H)) if tokens else dx[:0].reshape((0, H))
-        if tokens:
-            flat = dx[c * n * H:(c + 1) * n * H]
-            for m in range(n * H):
-                flat[m] = 0
-        part = parts[c]
-        Dk = 0 if tokens else D * H
-        drec, db = part[Dk:Dk + H * H].reshape((H, H)), part[Dk + H * H:Dk + H * H + H]
-        for m in range(part.size):
-            part[m] = 0
-        left = np.empty(nb, np.int64)
-        updated = np.empty(nb, np.uint8)
+    b0 = c * B // nc
+    b1 = (c + 1) * B // nc
+    nb = b1 - b0
+    if nb == 0:
+        return
+    tokens = inv.size > 0
+    S = 4 * H if tokens else T * H + 4 * H
+    w = work[b0 * S:b1 * S]
+    dh = w[:nb * H].reshape((nb, H))
+    da = w[nb * H:2 * nb * H].reshape((nb, H))
+    dhp = w[2 * nb * H:3 * nb * H].reshape((nb, H))   # da @ W_hh^T
+    hp = w[3 * nb * H:4 * nb * H].reshape((nb, H))    # the (dropped) state step t read
+    # dense inputs: dA by sequence position, like x
+    dAc = w[:0].reshape((0, T, H)) if tokens else w[4 * nb * H:].reshape((nb, T, H))
+    n = dx.size // (nc * H)
+    dEW = dx[c * n * H:(c + 1) * n * H].reshape((n, H)) if tokens else dx[:0].reshape((0, H))
+    if tokens:
+        flat = dx[c * n * H:(c + 1) * n * H]
+        for m in range(n * H):
+            flat[m] = 0
+    part = parts[c]
+    Dk = 0 if tokens else D * H
+    drec, db = part[Dk:Dk + H * H].reshape((H, H)), part[Dk + H * H:Dk + H * H + H]
+    for m in range(part.size):
+        part[m] = 0
+    states = hs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
+    grads = dhs[:0].reshape((0, T, H)) if last_only else \
+        dhs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
+    left = np.empty(nb, np.int64)
+    updated = np.empty(nb, np.uint8)
+    for i in range(nb):
+        left[i] = T if k == 0 else k
+        for j in range(H):
+            dh[i, j] = dhs[(b0 + i) * H + j] if last_only else 0
+    one = typed(dh, 1.0)
+    for t in range(T - 1, -1, -1):
+        s = T - 1 - t if backwards else t
+        s_prev = s + 1 if backwards else s - 1    # the position step t - 1 read
         for i in range(nb):
-            left[i] = T if k == 0 else k
-            for j in range(H):
-                dh[i, j] = dhs[(b0 + i) * H + j] if last_only else 0
-        one = typed(dh, 1.0)
-        for t in range(T - 1, -1, -1):
-            s = T - 1 - t if backwards else t
-            hcur = hs[((t + 1) * B + b0) * H:((t + 1) * B + b1) * H].reshape((nb, H))
-            hprev = hs[(t * B + b0) * H:(t * B + b1) * H].reshape((nb, H))
-            for i in range(nb):
-                if not last_only:
-                    g = dhs[(t * B + b0 + i) * H:(t * B + b0 + i + 1) * H]
-                    for j in range(H):
-                        dh[i, j] += g[j]
-                update = (mask.size == 0 or mask[(b0 + i) * T + s] != 0) and left[i] > 0
-                updated[i] = update
-                left[i] -= update
-                if not update:
-                    for j in range(H):
-                        da[i, j] = 0
-                elif relu:
-                    for j in range(H):
-                        da[i, j] = dh[i, j] if hcur[i, j] > 0 else 0 * one
-                else:
-                    for j in range(H):
-                        da[i, j] = dh[i, j] * (one - hcur[i, j] * hcur[i, j])
-                if tokens:
-                    out = dEW[inv[(b0 + i) * T + s]]
-                    for j in range(H):
-                        out[j] += da[i, j]
-                        db[j] += da[i, j]
-                else:
-                    out = dAc[i, s]
-                    for j in range(H):
-                        out[j] = da[i, j]
-                        db[j] += da[i, j]
-            # drecurrent_kernel += (h_prev * r)^T @ da, one step at a time (no copy of the states)
-            if r.size > 0:
-                rc = r[b0 * H:b1 * H].reshape((nb, H))
-                for i in range(nb):
-                    for j in range(H):
-                        dhp[i, j] = hprev[i, j] * rc[i, j]
-                matmul(dhp.T, da, drec, 1.0)
+            if not last_only:
+                g = grads[i, s]
+                for j in range(H):
+                    dh[i, j] += g[j]
+            update = (mask.size == 0 or mask[(b0 + i) * T + s] != 0) and left[i] > 0
+            updated[i] = update
+            left[i] -= update
+            hcur = states[i, s]
+            if t == 0:
+                for j in range(H):
+                    hp[i, j] = 0
+            elif r.size > 0:
+                hprev = states[i, s_prev]
+                for j in range(H):
+                    hp[i, j] = hprev[j] * r[(b0 + i) * H + j]
             else:
-                matmul(hprev.T, da, drec, 1.0)
-            matmul(da, recurrent_kernel.T, dhp, 0.0)
-            for i in range(nb):
-                # an update passes da @ W_hh^T on (times the dropout mask); a masked step copies
-                # h, so it passes dh on unchanged; a row whose k updates are used up stops
-                if updated[i]:
-                    if r.size > 0:
-                        for j in range(H):
-                            dh[i, j] = dhp[i, j] * r[(b0 + i) * H + j]
-                    else:
-                        for j in range(H):
-                            dh[i, j] = dhp[i, j]
-                elif mask.size == 0 or mask[(b0 + i) * T + s] != 0:
+                hprev = states[i, s_prev]
+                for j in range(H):
+                    hp[i, j] = hprev[j]
+            if not update:
+                for j in range(H):
+                    da[i, j] = 0
+            elif relu:
+                for j in range(H):
+                    da[i, j] = dh[i, j] if hcur[j] > 0 else 0 * one
+            else:
+                for j in range(H):
+                    da[i, j] = dh[i, j] * (one - hcur[j] * hcur[j])
+            out = dEW[inv[(b0 + i) * T + s]] if tokens else dAc[i, s]
+            if tokens:
+                for j in range(H):
+                    out[j] += da[i, j]
+                    db[j] += da[i, j]
+            else:
+                for j in range(H):
+                    out[j] = da[i, j]
+                    db[j] += da[i, j]
+        matmul(hp.T, da, drec, 1.0)           # drecurrent_kernel += h_prev^T @ da
+        matmul(da, recurrent_kernel.T, dhp, 0.0)
+        for i in range(nb):
+            # an update passes da @ W_hh^T on (times the dropout mask); a masked step copies
+            # h, so it passes dh on unchanged; a row whose k updates are used up stops
+            if updated[i]:
+                if r.size > 0:
                     for j in range(H):
-                        dh[i, j] = 0
-        if not tokens:                            # dkernel = x^T dA, dx = dA kernel^T
-            dA2, xc = dAc.reshape((nb * T, H)), x[b0 * T * D:b1 * T * D].reshape((nb * T, D))
-            matmul(xc.T, dA2, part[:D * H].reshape((D, H)), 0.0)
-            matmul(dA2, kernel.T, dx[b0 * T * D:b1 * T * D].reshape((nb * T, D)), 0.0)
+                        dh[i, j] = dhp[i, j] * r[(b0 + i) * H + j]
+                else:
+                    for j in range(H):
+                        dh[i, j] = dhp[i, j]
+            elif mask.size == 0 or mask[(b0 + i) * T + s] != 0:
+                for j in range(H):
+                    dh[i, j] = 0
+    if not tokens:                            # dkernel = x^T dA, dx = dA kernel^T
+        dA2, xc = dAc.reshape((nb * T, H)), x[b0 * T * D:b1 * T * D].reshape((nb * T, D))
+        matmul(xc.T, dA2, part[:D * H].reshape((D, H)), 0.0)
+        matmul(dA2, kernel.T, dx[b0 * T * D:b1 * T * D].reshape((nb * T, D)), 0.0)
 
 
 @jit(lambda F: void(Arr(F, 2), Arr(i64, 1), Arr(F, 2), i64), parallel=True)
@@ -231,3 +278,28 @@ def distinct(ids, touched, slot, rows, inv, like):
             n += 1
         inv[r] = slot[v]
     return n
+
+
+@jit(lambda F: void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(F, 1), i64),
+     parallel=True)
+def update_flat(kind, k, p, g, s1, s2, n):
+    """The optimizer ``kind`` on the flat buffers, in ``n`` parts: ``k`` its constants
+    (``step.step_constants``: lr, a, 1 - a, b, 1 - b, eps, lr / bc1, 1 / bc2, decay, scale), the
+    gradient ``scale * g``. A small kernel of its own, so that a model compiles only this, not the
+    whole-classifier task (``fastrnn.kernels.optimizer_update``)."""
+    lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay, scale = (k[0], k[1], k[2], k[3], k[4],
+                                                                  k[5], k[6], k[7], k[8], k[9])
+    size = p.size
+    for c in prange(n):
+        lo = c * size // n
+        hi = (c + 1) * size // n
+        if kind == ADAM_KIND:
+            for i in range(lo, hi):
+                p[i], s1[i], s2[i] = adam(p[i], scale * g[i], s1[i], s2[i], a, one_a, b, one_b,
+                                          eps, lr_bc1, inv_bc2, decay)
+        elif kind == RMSPROP_KIND:
+            for i in range(lo, hi):
+                p[i], s1[i] = rmsprop(p[i], scale * g[i], s1[i], lr, b, one_b, eps)
+        else:
+            for i in range(lo, hi):
+                p[i], s1[i] = sgd(p[i], scale * g[i], s1[i], lr, a)

@@ -175,8 +175,10 @@ def next_bounds(kind, k, g_max, bounds, out):
 @helper
 def update_is_safe(kind, k, g_max, after, limit):
     """Whether the update cannot overflow: every bound ``after`` (``next_bounds``) and every
-    intermediate it implies (``g^2``, ``v / bc2``, ``lr m``, ``lr g``) stays below ``limit``."""
-    if not (all_finite(after) and g_max * g_max <= limit):
+    intermediate it implies (``g^2``, ``v / bc2``, ``lr m``, ``lr g``) stays below ``limit``.
+    Plain scalar maths, so that ``fastrnn.kernels.update_step`` runs it as Python too."""
+    if not (np.isfinite(after[0]) and np.isfinite(after[1]) and np.isfinite(after[2])
+            and g_max * g_max <= limit):
         return False
     big = max(after[0], after[1], after[2])
     if kind == ADAM_KIND:

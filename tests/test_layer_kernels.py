@@ -66,7 +66,7 @@ def test_simple_rnn_matches_reference(rng, dtype, shape, activation, go_backward
         hs_ref = R.simple_rnn_forward(*_f64(x, W, U, b), mask, *args, *_f64(dropout))
         assert hs.dtype == dtype
         helpers.assert_close(hs, hs_ref, dtype, T, "hs")
-        for dhs in (rng.standard_normal((B, H)), rng.standard_normal((T, B, H))):
+        for dhs in (rng.standard_normal((B, H)), rng.standard_normal((B, T, H))):
             for k in (None, 2):
                 got = K.simple_rnn_backward(dhs.astype(dtype), x, hs_ref.astype(dtype), W, U, mask,
                                             *args, dropout, k)
@@ -90,12 +90,15 @@ def test_embedding_rnn_matches_reference(rng, dtype, shape, go_backwards, mask_z
     hs = K.embedding_rnn_forward(E, ids, W, U, b, mask, "tanh", go_backwards)
     hs_ref = R.embedding_rnn_forward(*_f64(E), ids, *_f64(W, U, b), mask, "tanh", go_backwards)
     helpers.assert_close(hs, hs_ref, dtype, T, "hs")
-    for dhs in (rng.standard_normal((B, H)), rng.standard_normal((T, B, H))):
+    for dhs in (rng.standard_normal((B, H)), rng.standard_normal((B, T, H))):
         got = K.embedding_rnn_backward(dhs.astype(dtype), ids, E, hs_ref.astype(dtype), W, U, mask,
                                        "tanh", go_backwards, None, 3)
         want = R.embedding_rnn_backward(*_f64(dhs), ids, *_f64(E, hs_ref, W, U), mask, "tanh",
                                         go_backwards, None, 3)
-        for name, g, w in zip(("dE", "dkernel", "drecurrent_kernel", "dbias"), got, want):
+        np.testing.assert_array_equal(got[0], np.unique(ids))
+        np.testing.assert_array_equal(want[0], np.unique(ids))
+        for name, g, w in zip(("dE rows", "dkernel", "drecurrent_kernel", "dbias"), got[1:],
+                              want[1:]):
             assert g.dtype == dtype, name
             helpers.assert_close(g, w, dtype, T, name)
 
@@ -135,12 +138,13 @@ def layer_ops_everything(seed, dtype):
     ids = rng.integers(0, V, (B, T))
     E = rng.standard_normal((V, D)).astype(dtype)
     out = {"hs": K.simple_rnn_forward(x, W, U, b, mask, "tanh", True)}
-    dhs = rng.standard_normal((T, B, H)).astype(dtype)
+    dhs = rng.standard_normal((B, T, H)).astype(dtype)
     for i, g in enumerate(K.simple_rnn_backward(dhs, x, out["hs"], W, U, mask, "relu", False,
                                                 None, 4)):
         out[f"g{i}"] = g
     out["hs_tokens"] = K.embedding_rnn_forward(E, ids, W, U, b, ids != 0)
-    for i, g in enumerate(K.embedding_rnn_backward(dhs, ids, E, out["hs_tokens"], W, U, ids != 0)):
+    for i, g in enumerate(K.embedding_rnn_backward(dhs, ids, E, out["hs_tokens"], W, U,
+                                                   ids != 0)):
         out[f"t{i}"] = g
     out["dE"] = K.embedding_backward(x, ids, V)
     return out

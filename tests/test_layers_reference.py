@@ -73,14 +73,23 @@ def rnn_weights(rng, D, H, activation):
     return kernel, recurrent, bias
 
 
+def final_state(hs, go_backwards):
+    """The state after the last step of ``hs (B, T, H)`` (by sequence position): that of
+    position ``T - 1``, or of position 0 with ``go_backwards``."""
+    return hs[:, 0] if go_backwards else hs[:, -1]
+
+
 def preactivations(x, hs, kernel, recurrent, bias, go_backwards, r):
-    """``a_t (T, B, H)`` of ``simple_rnn_forward`` in processing order."""
-    T = x.shape[1]
+    """``a_t (T, B, H)`` of ``simple_rnn_forward`` in processing order, from its states
+    ``hs (B, T, H)`` by sequence position (the state before the first step is h_0 = 0)."""
+    Tm = x.shape[1]
     out = []
-    for t in range(T):
-        s = T - 1 - t if go_backwards else t
-        h = hs[t] if r is None else hs[t] * r
-        out.append(x[:, s] @ kernel + h @ recurrent + bias)
+    h = np.zeros_like(hs[:, 0])                                    # h_0
+    for t in range(Tm):
+        s = Tm - 1 - t if go_backwards else t
+        h_in = h if r is None else h * r
+        out.append(x[:, s] @ kernel + h_in @ recurrent + bias)
+        h = hs[:, s]
     return np.array(out)
 
 
@@ -121,9 +130,9 @@ def test_fd_check_catches_a_wrong_gradient(rng):
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_simple_rnn_backward_matches_finite_differences(rng, activation, go_backwards, masked,
                                                         steps, per_step, recurrent_dropout):
-    """dx, dkernel, drecurrent_kernel, dbias of ``sum(G * hs[1:])`` (per step) or
-    ``sum(G * hs[T])`` (last state), with masks (left and right padding, a fully masked row),
-    go_backwards, T = 1 and a recurrent dropout multiplier."""
+    """dx, dkernel, drecurrent_kernel, dbias of ``sum(G * hs)`` (every state, ``dhs (B, T, H)``)
+    or ``sum(G * final state)`` (``dhs (B, H)``), with masks (left and right padding, a fully
+    masked row), go_backwards, T = 1 and a recurrent dropout multiplier."""
     Bm = 4
     x = rng.standard_normal((Bm, steps, D))
     kernel, recurrent, bias = rnn_weights(rng, D, H, activation)
@@ -132,11 +141,11 @@ def test_simple_rnn_backward_matches_finite_differences(rng, activation, go_back
     if recurrent_dropout:
         keep = np.array([[1, 0], [1, 1], [0, 1], [1, 1]], bool)
         r = ref.dropout_forward(np.ones((Bm, H)), keep, 0.4)       # 0 or 1 / 0.6
-    G = rng.standard_normal((steps, Bm, H) if per_step else (Bm, H))
+    G = rng.standard_normal((Bm, steps, H) if per_step else (Bm, H))
 
     def loss():
         hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, activation, go_backwards, r)
-        return float((G * (hs[1:] if per_step else hs[-1])).sum())
+        return float((G * (hs if per_step else final_state(hs, go_backwards))).sum())
 
     hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, activation, go_backwards, r)
     if activation == "relu":
@@ -157,15 +166,19 @@ def test_simple_rnn_mask_carries_the_state_and_masked_row_stays_zero(rng):
     kernel, recurrent, bias = rnn_weights(rng, D, H, "tanh")
     mask = masks(T)
     hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask)
-    assert not hs[:, 3].any()                                      # fully masked row
-    np.testing.assert_array_equal(hs[1:3, 1], 0)                   # left padding: h stays h_0
-    np.testing.assert_array_equal(hs[3, 2], hs[2, 2])              # right padding: carried
-    np.testing.assert_array_equal(hs[4, 2], hs[2, 2])
+    assert hs.shape == (4, T, H)
+    assert not hs[3].any()                                         # fully masked row
+    np.testing.assert_array_equal(hs[1, :T // 2], 0)               # left padding: h stays h_0
+    last_real = T - T // 2 - 1                                     # right padding: carried
+    np.testing.assert_array_equal(hs[2, last_real + 1], hs[2, last_real])
+    np.testing.assert_array_equal(hs[2, T - 1], hs[2, last_real])
     # the masked step is skipped: rows 1 and 2 equal the unmasked run on their real steps
     full = ref.simple_rnn_forward(x[1:2, T // 2:], kernel, recurrent, bias)
-    np.testing.assert_allclose(hs[-1, 1], full[-1, 0], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(hs[1, -1], full[0, -1], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(hs[1, T // 2:], full[0], rtol=1e-14, atol=0)
     full = ref.simple_rnn_forward(x[2:3, :T - T // 2], kernel, recurrent, bias)
-    np.testing.assert_allclose(hs[-1, 2], full[-1, 0], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(hs[2, -1], full[0, -1], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(hs[2, :T - T // 2], full[0], rtol=1e-14, atol=0)
 
 
 def test_go_backwards_is_the_forward_run_on_reversed_inputs(rng):
@@ -174,28 +187,96 @@ def test_go_backwards_is_the_forward_run_on_reversed_inputs(rng):
     mask = masks(T)
     hb = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, go_backwards=True)
     hf = ref.simple_rnn_forward(x[:, ::-1], kernel, recurrent, bias, mask[:, ::-1])
-    np.testing.assert_array_equal(hb, hf)
+    # hs is by sequence position: position s of x is position T - 1 - s of the reversed x
+    np.testing.assert_array_equal(hb, hf[:, ::-1])
+    np.testing.assert_array_equal(final_state(hb, True), final_state(hf, False))
+
+
+def explicit_recurrence(x, kernel, recurrent, bias, mask, go_backwards, r):
+    """The module docstring's tanh recurrence, one row and one step at a time: ``(states,
+    final)``, ``states (B, T, H)`` with ``states[b, s]`` the state of row ``b`` after the step
+    that read position ``s``, ``final (B, H)`` the state after the last step (h_0 = 0 for a row
+    with no real step)."""
+    Bm, Tm, _ = x.shape
+    states = np.zeros((Bm, Tm, recurrent.shape[0]))
+    final = np.zeros((Bm, recurrent.shape[0]))
+    for b in range(Bm):
+        h = np.zeros(recurrent.shape[0])                          # h_0
+        order = range(Tm - 1, -1, -1) if go_backwards else range(Tm)
+        for s in order:
+            if mask is None or mask[b, s]:
+                h_in = h if r is None else h * r[b]
+                h = np.tanh(x[b, s] @ kernel + h_in @ recurrent + bias)
+            states[b, s] = h
+        final[b] = h
+    return states, final
+
+
+@pytest.mark.parametrize("recurrent_dropout", [False, True], ids=["no_rdrop", "rdrop"])
+@pytest.mark.parametrize("steps", [T, 1], ids=["T4", "T1"])
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "go_backwards"])
+def test_states_by_position_and_final_state(rng, go_backwards, masked, steps,
+                                            recurrent_dropout):
+    """``hs (B, T, H)`` is by sequence position in both directions; the final state is
+    ``hs[:, -1]`` (forward) or ``hs[:, 0]`` (go_backwards); ``rnn_outputs`` returns it without
+    ``return_sequences`` and, with it, the states in processing order, the final state last; a
+    ``(B, H)`` ``dhs`` is the gradient of that final state only."""
+    Bm = 4
+    x = rng.standard_normal((Bm, steps, D))
+    kernel, recurrent, bias = rnn_weights(rng, D, H, "tanh")
+    mask = masks(steps) if masked else None
+    r = None
+    if recurrent_dropout:
+        keep = np.array([[1, 0], [1, 1], [0, 1], [1, 1]], bool)
+        r = ref.dropout_forward(np.ones((Bm, H)), keep, 0.4)
+    hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, "tanh", go_backwards, r)
+    states, final = explicit_recurrence(x, kernel, recurrent, bias, mask, go_backwards, r)
+    assert hs.shape == (Bm, steps, H)
+    np.testing.assert_allclose(hs, states, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(hs[:, 0] if go_backwards else hs[:, -1], final, rtol=1e-13,
+                               atol=1e-15)
+    if masked:
+        assert not final[3].any()                                 # fully masked row: h_0
+    y_last = ref.rnn_outputs(hs, mask, False, go_backwards)
+    assert y_last.shape == (Bm, H)
+    np.testing.assert_array_equal(y_last, hs[:, 0] if go_backwards else hs[:, -1])
+    y_seq = ref.rnn_outputs(hs, mask, True, go_backwards)
+    np.testing.assert_array_equal(y_seq, hs[:, ::-1] if go_backwards else hs)
+    np.testing.assert_array_equal(y_seq[:, -1], y_last)           # the last step's output
+    # dhs (B, H) for the final state = dhs (B, T, H), zero but at the final state's position
+    g = rng.standard_normal((Bm, H))
+    dhs = np.zeros((Bm, steps, H))
+    dhs[:, 0 if go_backwards else -1] = g
+    last = ref.simple_rnn_backward(g, x, hs, kernel, recurrent, mask, "tanh", go_backwards, r)
+    seq = ref.simple_rnn_backward(dhs, x, hs, kernel, recurrent, mask, "tanh", go_backwards, r)
+    for a, b, name in zip(last, seq, ("dx", "dkernel", "drecurrent", "dbias")):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0, err_msg=name)
+    np.testing.assert_array_equal(ref.rnn_outputs_backward(g, mask, False, go_backwards), g)
 
 
 def truncated_forward(x, kernel, recurrent, bias, mask, activation, go_backwards, r, k, hs_const):
     """The docstring's definition of ``bptt_truncate=k`` made explicit: the states before the last
-    ``k`` state updates of each row are the constants ``hs_const`` (computed once, at the
-    unperturbed weights), only the last ``k`` updates (masked steps not counted) are computed from
-    the weights and inputs; masked steps among them carry the computed state."""
+    ``k`` state updates of each row are the constants ``hs_const (B, T, H)`` (by sequence
+    position, computed once, at the unperturbed weights), only the last ``k`` updates (masked
+    steps not counted) are computed from the weights and inputs; masked steps among them carry
+    the computed state. Returns ``hs (B, T, H)`` by sequence position."""
     Bm, Tm, _ = x.shape
     m = np.ones((Bm, Tm), bool) if mask is None else mask
     mp = m[:, ::-1] if go_backwards else m                         # processing order
     later = np.cumsum(mp[:, ::-1], axis=1)[:, ::-1]                # real steps at t .. T-1
     counted = mp & (later <= k)                                    # (B, T) the last k updates
-    hs = [hs_const[0]]
+    hs = np.zeros_like(hs_const)
+    h = np.zeros_like(hs_const[:, 0])                              # h_0
     for t in range(Tm):
         s = Tm - 1 - t if go_backwards else t
-        h_prev = hs[t] if r is None else hs[t] * r
-        a = x[:, s] @ kernel + h_prev @ recurrent + bias
-        h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
-        held = np.where(mp[:, t, None], hs_const[t + 1], hs[t])   # before the counted updates
-        hs.append(np.where(counted[:, t, None], h, held))
-    return np.array(hs)
+        h_in = h if r is None else h * r
+        a = x[:, s] @ kernel + h_in @ recurrent + bias
+        new = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
+        held = np.where(mp[:, t, None], hs_const[:, s], h)         # before the counted updates
+        h = np.where(counted[:, t, None], new, held)
+        hs[:, s] = h
+    return hs
 
 
 @pytest.mark.parametrize("per_step", [True, False], ids=["dhs_per_step", "dhs_last"])
@@ -215,14 +296,14 @@ def test_bptt_truncate_matches_its_definition(rng, k, masked, go_backwards, per_
         mask[2, [1, 4]] = False             # holes: one among the last k updates for k >= 2
         mask[3, 3:] = False                 # right padding
     r = ref.dropout_forward(np.ones((Bm, H)), rng.random((Bm, H)) > 0.3, 0.3)
-    G = rng.standard_normal((Tm, Bm, H) if per_step else (Bm, H))
+    G = rng.standard_normal((Bm, Tm, H) if per_step else (Bm, H))
     hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, "tanh", go_backwards, r)
     hs_const = hs.copy()
 
     def loss():
         ht = truncated_forward(x, kernel, recurrent, bias, mask, "tanh", go_backwards, r, k,
                                hs_const)
-        return float((G * (ht[1:] if per_step else ht[-1])).sum())
+        return float((G * (ht if per_step else final_state(ht, go_backwards))).sum())
 
     # the definition's forward values are the real ones: only the gradient is truncated
     np.testing.assert_array_equal(truncated_forward(x, kernel, recurrent, bias, mask, "tanh",
@@ -242,7 +323,7 @@ def test_bptt_truncate_k_at_least_T_is_the_full_gradient(rng, k, go_backwards):
     x = rng.standard_normal((4, T, D))
     kernel, recurrent, bias = rnn_weights(rng, D, H, "tanh")
     mask = masks(T)
-    G = rng.standard_normal((T, 4, H))
+    G = rng.standard_normal((4, T, H))
     hs = ref.simple_rnn_forward(x, kernel, recurrent, bias, mask, "tanh", go_backwards)
     full = ref.simple_rnn_backward(G, x, hs, kernel, recurrent, mask, "tanh", go_backwards)
     trunc = ref.simple_rnn_backward(G, x, hs, kernel, recurrent, mask, "tanh", go_backwards,
@@ -278,18 +359,18 @@ def test_bptt_truncate_does_not_count_masked_steps(rng):
 def test_rnn_outputs_backward_matches_finite_differences(rng, return_sequences, go_backwards,
                                                          zero_masked):
     mask = masks(T)
-    hs = rng.standard_normal((T + 1, 4, H))
+    hs = rng.standard_normal((4, T, H))
     G = rng.standard_normal((4, T, H) if return_sequences else (4, H))
     loss = lambda: float((G * ref.rnn_outputs(hs, mask, return_sequences, go_backwards,   # noqa
                                                zero_masked)).sum())
     dhs = ref.rnn_outputs_backward(G, mask, return_sequences, go_backwards, zero_masked)
     fd = numerical_gradient(loss, hs)
-    assert not fd[0].any()                                  # hs[0] = h_0 is never an output
     if return_sequences:
-        np.testing.assert_allclose(dhs, fd[1:], rtol=RTOL, atol=ATOL)
-    else:
-        np.testing.assert_allclose(dhs, fd[-1], rtol=RTOL, atol=ATOL)
-        assert not fd[1:-1].any()
+        np.testing.assert_allclose(dhs, fd, rtol=RTOL, atol=ATOL)
+    else:                                   # only the final state is an output
+        last = 0 if go_backwards else T - 1
+        np.testing.assert_allclose(dhs, fd[:, last], rtol=RTOL, atol=ATOL)
+        assert not np.delete(fd, last, axis=1).any()
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])

@@ -223,3 +223,16 @@ def test_keras_module_names():
     assert pad_sequences is same is fastrnn.preprocessing.pad_sequences
     assert fastrnn.optimizers.Adam is fastrnn.optim.Adam
     assert fastrnn.losses.get("mse").name == "mean_squared_error"
+
+
+def test_an_update_that_would_overflow_is_refused_and_changes_nothing():
+    x, y = data()
+    m = Sequential([layers.Input((T,)), layers.Embedding(V, 4), layers.SimpleRNN(3),
+                    layers.Dense(1, activation="sigmoid")], seed=0)
+    m.compile(fastrnn.optimizers.SGD(learning_rate=1e39), "binary_crossentropy")
+    before = m.get_weights()
+    with pytest.raises(fastrnn.TrainingError, match="non-finite update .* at epoch 1, step 1"):
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for got, want in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    assert m.step_count == 0

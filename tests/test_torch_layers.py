@@ -95,6 +95,12 @@ def torch_grads(rnn, num_layers, dirs):
 # the reference stack: simple_rnn_forward / backward per layer and direction, concat merge
 # ---------------------------------------------------------------------------------------------
 
+def final_state(hs, go_backwards):
+    """The state after the last step of ``hs (B, T, H)`` (by sequence position): that of
+    position ``T - 1``, or of position 0 with ``go_backwards``."""
+    return hs[:, 0] if go_backwards else hs[:, -1]
+
+
 def reference_stack_forward(x, weights, activation, mask=None):
     """Outputs ``(B, T, H * directions)`` of the stack and the caches for the backward pass."""
     caches = []
@@ -173,7 +179,10 @@ def test_reference_ops_match_torch_rnn(rng, num_layers, bidirectional, activatio
     close(y, out, "outputs")
     for k in range(num_layers):                    # h_n: (layers * directions, B, H)
         for d in range(dirs):
-            close(caches[k][0][d][1][-1], h_n[k * dirs + d], f"h_n layer {k} direction {d}")
+            close(final_state(caches[k][0][d][1], d == 1), h_n[k * dirs + d],
+                  f"h_n layer {k} direction {d}")
+            close(ref.rnn_outputs(caches[k][0][d][1], None, False, d == 1), h_n[k * dirs + d],
+                  f"rnn_outputs(return_sequences=False) layer {k} direction {d}")
     if activation == "relu":                       # the relu case exercises both branches
         assert (y == 0).any() and (y > 0).any()
     dx, grads = reference_stack_backward(G, weights, caches, activation)
@@ -204,7 +213,9 @@ def test_right_padded_mask_matches_torch_packed_sequences(rng, bidirectional):
     y, caches = reference_stack_forward(x, weights, "tanh", mask)
     close(np.where(mask[:, :, None], y, 0), out, "outputs")
     for d in range(dirs):                      # h_n of the last layer: the real steps' final states
-        close(caches[-1][0][d][1][-1], h_n[dirs + d], f"h_n direction {d}")
+        close(final_state(caches[-1][0][d][1], d == 1), h_n[dirs + d], f"h_n direction {d}")
+        close(ref.rnn_outputs(caches[-1][0][d][1], mask, False, d == 1), h_n[dirs + d],
+              f"rnn_outputs(return_sequences=False) direction {d}")
     dx, grads = reference_stack_backward(G, weights, caches, "tanh", mask)
     close(dx, dx_torch, "dx")
     for k, layer in enumerate(torch_grads(rnn, 2, dirs)):

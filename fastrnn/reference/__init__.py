@@ -214,6 +214,27 @@ def optimizer_update(kind, hyper, step, p, g, s1, s2, rows=None):
                     bool(h[KERAS_EPSILON]), rows)
 
 
+def update_step(kind, hyper, step, theta, grad, s1, s2, bounds=None):
+    """Clip ``grad`` by its global norm and apply the optimizer to the flat buffers, unless the
+    gradient is not finite, or (with ``bounds``, as in ``train_step``) the update would make a
+    parameter or optimizer state non-finite: then nothing changes. Returns ``(norm, applied)``,
+    the norm before clipping. ``Sequential`` steps with this after its backward pass.
+    """
+    hyper = _checks.optimizer(kind, hyper)
+    bounds = _checks.update_bounds(bounds)
+    norm = clip_by_global_norm(grad, hyper[CLIPNORM])
+    if not np.isfinite(norm):
+        return norm, False
+    backup = None if bounds is None else (theta.copy(), s1.copy(), s2.copy())
+    with np.errstate(over="ignore", invalid="ignore"):
+        optimizer_update(kind, hyper, step, theta, grad, s1, s2)
+    if backup is not None and not all(np.isfinite(a).all() for a in (theta, s1, s2)):
+        for a, old in zip((theta, s1, s2), backup):        # the update overflowed: undo it
+            a[...] = old
+        return norm, False
+    return norm, True
+
+
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
                bptt_truncate=None, lazy=False, bounds=None):
     """One training step on the batch ``(x, y)``: forward, loss, backward, clip, update.

@@ -8,7 +8,8 @@ results. Shapes::
 
     ids   (B, T) int token ids              x    (B, T, D) a recurrent layer's inputs
     mask  (B, T) bool, True where the step is real (False: padding, token 0 with ``mask_zero``)
-    hs    (T + 1, B, H) states in processing order: hs[0] = h_0 = 0, hs[t + 1] = h after step t
+    hs    (B, T, H) states by sequence position: hs[:, s] = the state after the step that read
+          position s (in both directions); the state before the first step is h_0 = 0
 
 The recurrent layer (Keras' SimpleRNN; weights ``kernel (D, H)``, ``recurrent_kernel (H, H)``,
 ``bias (H,)``). Step ``t`` reads position ``s = t`` of the sequence, or ``s = T - 1 - t`` with
@@ -56,26 +57,28 @@ def embedding_backward(dx, ids, V):
 # SimpleRNN
 # ---------------------------------------------------------------------------------------------
 
-def _steps(T, go_backwards):
-    """``(t, s)`` pairs: step ``t`` reads sequence position ``s``."""
-    return [(t, T - 1 - t if go_backwards else t) for t in range(T)]
+def _positions(T, go_backwards):
+    """The sequence positions in the order the steps read them."""
+    return list(range(T - 1, -1, -1)) if go_backwards else list(range(T))
 
 
 def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
                        go_backwards=False, recurrent_dropout=None):
-    """The recurrence over ``x (B, T, D)``; returns ``hs (T + 1, B, H)`` in processing order.
+    """The recurrence over ``x (B, T, D)``; returns ``hs (B, T, H)`` by sequence position.
 
     ``mask (B, T)`` bool or None; ``recurrent_dropout (B, H)`` multiplier of the previous state, or
     None.
     """
     B, T, _ = x.shape
     H = recurrent_kernel.shape[0]
-    hs = np.zeros((T + 1, B, H), x.dtype)
-    for t, s in _steps(T, go_backwards):
-        h_prev = hs[t] if recurrent_dropout is None else hs[t] * recurrent_dropout
-        a = x[:, s] @ kernel + h_prev @ recurrent_kernel + bias
-        h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
-        hs[t + 1] = h if mask is None else np.where(mask[:, s, None], h, hs[t])
+    hs = np.zeros((B, T, H), x.dtype)
+    h = np.zeros((B, H), x.dtype)                 # h_0
+    for s in _positions(T, go_backwards):
+        h_in = h if recurrent_dropout is None else h * recurrent_dropout
+        a = x[:, s] @ kernel + h_in @ recurrent_kernel + bias
+        new = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
+        h = new if mask is None else np.where(mask[:, s, None], new, h)
+        hs[:, s] = h
     return hs
 
 
@@ -83,8 +86,8 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
                         go_backwards=False, recurrent_dropout=None, bptt_truncate=None):
     """Backpropagate through ``simple_rnn_forward``.
 
-    ``dhs`` is d loss / d hs[1:] from the layer's outputs: ``(T, B, H)`` in processing order, or
-    ``(B, H)`` for a layer whose output is its last state only. Returns ``dx (B, T, D)``,
+    ``dhs`` is d loss / d hs from the layer's outputs: ``(B, T, H)`` like ``hs``, or ``(B, H)``
+    for a layer whose output is its final state only. Returns ``dx (B, T, D)``,
     ``dkernel (D, H)``, ``drecurrent_kernel (H, H)``, ``dbias (H,)``.
     """
     B, T, _ = x.shape
@@ -95,15 +98,19 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
     dx = np.zeros_like(x)
     dkernel, drecurrent = np.zeros_like(kernel), np.zeros_like(recurrent_kernel)
     dbias = np.zeros(recurrent_kernel.shape[0], x.dtype)
-    dh = dhs.copy() if last_only else np.zeros_like(dhs[0])
-    for t, s in reversed(_steps(T, go_backwards)):
+    dh = dhs.copy() if last_only else np.zeros_like(dhs[:, 0])
+    positions = _positions(T, go_backwards)
+    for t in reversed(range(T)):
+        s = positions[t]
         if not last_only:
-            dh = dh + dhs[t]
+            dh = dh + dhs[:, s]
         update = mask[:, s] & (left > 0)          # rows whose step t is a counted state update
-        h = hs[t + 1]
+        h = hs[:, s]
+        h_prev = hs[:, positions[t - 1]] if t > 0 else np.zeros_like(h)
+        if recurrent_dropout is not None:
+            h_prev = h_prev * recurrent_dropout
         dact = 1 - h ** 2 if activation == "tanh" else (h > 0).astype(x.dtype)
         da = dh * dact * update[:, None]
-        h_prev = hs[t] if recurrent_dropout is None else hs[t] * recurrent_dropout
         dkernel += x[:, s].T @ da
         drecurrent += h_prev.T @ da
         dbias += da.sum(axis=0)
@@ -128,25 +135,26 @@ def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, act
 def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
                            activation="tanh", go_backwards=False, recurrent_dropout=None,
                            bptt_truncate=None):
-    """The backward pass of ``embedding_rnn_forward``: ``dE (V, D)``, ``dkernel``,
-    ``drecurrent_kernel``, ``dbias``."""
+    """The backward pass of ``embedding_rnn_forward``: ``(rows, dE_rows, dkernel,
+    drecurrent_kernel, dbias)``, where ``rows = np.unique(ids)`` are the embedding rows with a
+    gradient and ``dE_rows (len(rows), D)`` theirs (every other row's is 0)."""
     dx, dkernel, drecurrent, dbias = simple_rnn_backward(
         dhs, embedding_forward(E, ids), hs, kernel, recurrent_kernel, mask, activation,
         go_backwards, recurrent_dropout, bptt_truncate)
-    return embedding_backward(dx, ids, E.shape[0]), dkernel, drecurrent, dbias
+    rows = np.unique(ids)
+    return rows, embedding_backward(dx, ids, E.shape[0])[rows], dkernel, drecurrent, dbias
 
 
 def rnn_outputs(hs, mask=None, return_sequences=False, go_backwards=False, zero_masked=False):
-    """A recurrent layer's output from its states: ``hs[T] (B, H)``, or with ``return_sequences``
-    every state ``(B, T, H)`` in processing order (reversed for ``go_backwards``, as Keras returns
-    it). ``zero_masked``: masked steps output 0 instead of the carried state (Keras'
-    ``zero_output_for_mask``, which Bidirectional sets for sequence outputs)."""
+    """A recurrent layer's output from its states: the final state ``(B, H)``, or with
+    ``return_sequences`` every state ``(B, T, H)`` in processing order (reversed for
+    ``go_backwards``, as Keras returns it). ``zero_masked``: masked steps output 0 instead of the
+    carried state (Keras' ``zero_output_for_mask``, which Bidirectional sets for sequence
+    outputs)."""
     if not return_sequences:
-        return hs[-1]
-    y = hs[1:].transpose(1, 0, 2)
-    if zero_masked and mask is not None:
-        y = y * (mask[:, ::-1] if go_backwards else mask)[:, :, None]
-    return y
+        return hs[:, 0] if go_backwards else hs[:, -1]
+    y = hs * mask[:, :, None] if zero_masked and mask is not None else hs
+    return y[:, ::-1] if go_backwards else y
 
 
 def rnn_outputs_backward(dy, mask=None, return_sequences=False, go_backwards=False,
@@ -154,9 +162,10 @@ def rnn_outputs_backward(dy, mask=None, return_sequences=False, go_backwards=Fal
     """The ``dhs`` for ``simple_rnn_backward`` from the gradient ``dy`` of ``rnn_outputs``."""
     if not return_sequences:
         return dy
+    d = dy[:, ::-1] if go_backwards else dy
     if zero_masked and mask is not None:
-        dy = dy * (mask[:, ::-1] if go_backwards else mask)[:, :, None]
-    return np.ascontiguousarray(dy.transpose(1, 0, 2))
+        d = d * mask[:, :, None]
+    return np.ascontiguousarray(d)
 
 
 # ---------------------------------------------------------------------------------------------
