@@ -343,8 +343,7 @@ def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims
     _layers.rnn_forward(dt, _layers.forward_chunk.address(dt), _c(x, dt).reshape(-1), inv,
                         _c(kernel, dt), _c(recurrent_kernel, dt), _c(bias, dt),
                         _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
-                        hs.reshape(-1),
-                        _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
+                        hs.reshape(-1), _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
     return hs
 
 
@@ -363,8 +362,7 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
                          _c(x, dt).reshape(-1),
                          _c(hs, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
                          _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
-                         dx.reshape(-1), parts,
-                         _workspace(dt, B * ((0 if tokens else T * H) + 4 * H)))
+                         dx.reshape(-1), parts, _workspace(dt, B * (T * H + 3 * H)))
     g = parts.sum(axis=0)
     dkernel = None if tokens else g[:Dk].reshape(D, H)
     return (dx.sum(axis=0) if tokens else dx), dkernel, g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]

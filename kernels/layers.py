@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import matmul
-from ._jit import Arr, function_at, i64, jit, task, u8, void
+from ._jit import Arr, function_at, helper, i64, jit, task, u8, void
 from ._math import tanh, typed
 from .tasks import adam, rmsprop, sgd
 from fastrnn.optim import ADAM_KIND, RMSPROP_KIND
@@ -132,8 +132,7 @@ def rnn_backward(address, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, di
 
     ``dhs``: ``(B T H,)`` per-position gradients, or ``(B H,)`` for the final state only
     (``dims[LAST_ONLY]``); ``dims`` (B, T, D, H, activation, go_backwards, nc, k, last_only), k
-    the truncation (0: none); ``work`` at least ``B (T H + 4 H)`` elements (``4 B H`` for
-    tokens).
+    the truncation (0: none); ``work`` at least ``B (T H + 3 H)`` elements.
     """
     # the chunk's code is ``backward_chunk``, compiled once and called through its ``address``:
     # compiled inside this parallel loop, the same code took 8 s to compile instead of 3 s
@@ -154,31 +153,23 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
     nb = b1 - b0
     if nb == 0:
         return
-    tokens = inv.size > 0
-    S = 4 * H if tokens else T * H + 4 * H
+    tokens, per_step = inv.size > 0, not last_only
+    S = T * H + 3 * H
     w = work[b0 * S:b1 * S]
-    dh = w[:nb * H].reshape((nb, H))
-    da = w[nb * H:2 * nb * H].reshape((nb, H))
-    dhp = w[2 * nb * H:3 * nb * H].reshape((nb, H))   # da @ W_hh^T
-    hp = w[3 * nb * H:4 * nb * H].reshape((nb, H))    # the (dropped) state step t read
-    # dense inputs: dA by sequence position, like x
-    dAc = w[:0].reshape((0, T, H)) if tokens else w[4 * nb * H:].reshape((nb, T, H))
-    n = dx.size // (nc * H)
-    dEW = dx[c * n * H:(c + 1) * n * H].reshape((n, H)) if tokens else dx[:0].reshape((0, H))
-    if tokens:
-        flat = dx[c * n * H:(c + 1) * n * H]
-        for m in range(n * H):
-            flat[m] = 0
+    dh = w[:nb * H].reshape((nb, H))                  # d loss / d h before step t
+    dn = w[nb * H:2 * nb * H].reshape((nb, H))        # the same before step t - 1 (swapped)
+    da = w[2 * nb * H:3 * nb * H].reshape((nb, H))
+    dAc = w[3 * nb * H:].reshape((nb, T, H))          # dA by sequence position, like x and hs
     part = parts[c]
     Dk = 0 if tokens else D * H
     drec, db = part[Dk:Dk + H * H].reshape((H, H)), part[Dk + H * H:Dk + H * H + H]
     for m in range(part.size):
         part[m] = 0
     states = hs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
-    grads = dhs[:0].reshape((0, T, H)) if last_only else \
-        dhs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
+    grads = dhs[b0 * T * H:b1 * T * H].reshape((nb, T, H)) if per_step else \
+        dhs[:0].reshape((0, T, H))
     left = np.empty(nb, np.int64)
-    updated = np.empty(nb, np.uint8)
+    state = np.empty(nb, np.uint8)                     # 2: an update, 1: masked (carry), 0: cut
     for i in range(nb):
         left[i] = T if k == 0 else k
         for j in range(H):
@@ -186,62 +177,90 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
     one = typed(dh, 1.0)
     for t in range(T - 1, -1, -1):
         s = T - 1 - t if backwards else t
-        s_prev = s + 1 if backwards else s - 1    # the position step t - 1 read
         for i in range(nb):
-            if not last_only:
-                g = grads[i, s]
-                for j in range(H):
-                    dh[i, j] += g[j]
-            update = (mask.size == 0 or mask[(b0 + i) * T + s] != 0) and left[i] > 0
-            updated[i] = update
+            real = mask.size == 0 or mask[(b0 + i) * T + s] != 0
+            update = real and left[i] > 0
+            state[i] = 2 if update else (0 if real else 1)
             left[i] -= update
-            hcur = states[i, s]
-            if t == 0:
-                for j in range(H):
-                    hp[i, j] = 0
-            elif r.size > 0:
-                hprev = states[i, s_prev]
-                for j in range(H):
-                    hp[i, j] = hprev[j] * r[(b0 + i) * H + j]
-            else:
-                hprev = states[i, s_prev]
-                for j in range(H):
-                    hp[i, j] = hprev[j]
+            h, d, out, dhi = states[i, s], da[i], dAc[i, s], dh[i]
             if not update:
                 for j in range(H):
-                    da[i, j] = 0
-            elif relu:
-                for j in range(H):
-                    da[i, j] = dh[i, j] if hcur[j] > 0 else 0 * one
-            else:
-                for j in range(H):
-                    da[i, j] = dh[i, j] * (one - hcur[j] * hcur[j])
-            out = dEW[inv[(b0 + i) * T + s]] if tokens else dAc[i, s]
-            if tokens:
-                for j in range(H):
-                    out[j] += da[i, j]
-                    db[j] += da[i, j]
-            else:
-                for j in range(H):
-                    out[j] = da[i, j]
-                    db[j] += da[i, j]
-        matmul(hp.T, da, drec, 1.0)           # drecurrent_kernel += h_prev^T @ da
-        matmul(da, recurrent_kernel.T, dhp, 0.0)
-        for i in range(nb):
-            # an update passes da @ W_hh^T on (times the dropout mask); a masked step copies
-            # h, so it passes dh on unchanged; a row whose k updates are used up stops
-            if updated[i]:
-                if r.size > 0:
+                    d[j] = 0
+                    out[j] = 0
+                if per_step and not real:         # the carried state's gradient adds up
+                    g = grads[i, s]
                     for j in range(H):
-                        dh[i, j] = dhp[i, j] * r[(b0 + i) * H + j]
+                        dhi[j] += g[j]
+            elif per_step:
+                g = grads[i, s]
+                if relu:
+                    for j in range(H):
+                        v = dhi[j] + g[j]
+                        d[j] = v if h[j] > 0 else 0 * one
+                        out[j] = d[j]
                 else:
                     for j in range(H):
-                        dh[i, j] = dhp[i, j]
-            elif mask.size == 0 or mask[(b0 + i) * T + s] != 0:
+                        d[j] = (dhi[j] + g[j]) * (one - h[j] * h[j])
+                        out[j] = d[j]
+            elif relu:
                 for j in range(H):
-                    dh[i, j] = 0
-    if not tokens:                            # dkernel = x^T dA, dx = dA kernel^T
-        dA2, xc = dAc.reshape((nb * T, H)), x[b0 * T * D:b1 * T * D].reshape((nb * T, D))
+                    d[j] = dhi[j] if h[j] > 0 else 0 * one
+                    out[j] = d[j]
+            else:
+                for j in range(H):
+                    d[j] = dhi[j] * (one - h[j] * h[j])
+                    out[j] = d[j]
+        matmul(da, recurrent_kernel.T, dn, 0.0)   # through an update: da @ W_hh^T (times r)
+        for i in range(nb):
+            # a masked step copies h, so it passes dh on unchanged; a row whose k updates are
+            # used up stops here
+            if state[i] == 2:
+                if r.size > 0:
+                    rr = r[(b0 + i) * H:(b0 + i + 1) * H]
+                    for j in range(H):
+                        dn[i, j] *= rr[j]
+            elif state[i] == 1:
+                for j in range(H):
+                    dn[i, j] = dh[i, j]
+            else:
+                for j in range(H):
+                    dn[i, j] = 0
+        dh, dn = dn, dh
+    # drecurrent_kernel = sum over the steps of h_prev^T dA: per sequence one product of its
+    # states (shifted by one step: the state each step read, h_0 = 0 for the first) with its dA
+    if T > 1:
+        tmp = np.empty((H, H), da.dtype)
+        flat_h, flat_d = states.reshape(nb * T * H), dAc.reshape(nb * T * H)
+        for i in range(nb):
+            base = i * T * H                      # forward: h[s - 1] with dA[s]; backwards: h[s + 1]
+            prev = flat_h[base + H:base + T * H] if backwards else flat_h[base:base + T * H - H]
+            cur = flat_d[base:base + T * H - H] if backwards else flat_d[base + H:base + T * H]
+            if r.size == 0:
+                matmul(prev.reshape((T - 1, H)).T, cur.reshape((T - 1, H)), drec, 1.0)
+            else:
+                matmul(prev.reshape((T - 1, H)).T, cur.reshape((T - 1, H)), tmp, 0.0)
+                rr = r[(b0 + i) * H:(b0 + i + 1) * H]
+                for p in range(H):
+                    for j in range(H):
+                        drec[p, j] += rr[p] * tmp[p, j]
+    dA2 = dAc.reshape((nb * T, H))
+    for m in range(nb * T):                       # dbias: column sums of dA
+        row = dA2[m]
+        for j in range(H):
+            db[j] += row[j]
+    if tokens:                                    # dA summed per distinct token, in step order
+        n = dx.size // (nc * H)
+        flat = dx[c * n * H:(c + 1) * n * H]
+        for m in range(n * H):
+            flat[m] = 0
+        dEW = flat.reshape((n, H))
+        for i in range(nb):
+            for s in range(T):
+                row, src = dEW[inv[(b0 + i) * T + s]], dAc[i, s]
+                for j in range(H):
+                    row[j] += src[j]
+    else:                                         # dkernel = x^T dA, dx = dA kernel^T
+        xc = x[b0 * T * D:b1 * T * D].reshape((nb * T, D))
         matmul(xc.T, dA2, part[:D * H].reshape((D, H)), 0.0)
         matmul(dA2, kernel.T, dx[b0 * T * D:b1 * T * D].reshape((nb * T, D)), 0.0)
 
@@ -287,19 +306,24 @@ def update_flat(kind, k, p, g, s1, s2, n):
     (``step.step_constants``: lr, a, 1 - a, b, 1 - b, eps, lr / bc1, 1 / bc2, decay, scale), the
     gradient ``scale * g``. A small kernel of its own, so that a model compiles only this, not the
     whole-classifier task (``fastrnn.kernels.optimizer_update``)."""
+    for c in prange(n):
+        _update_part(kind, k, p, g, s1, s2, c * p.size // n, (c + 1) * p.size // n)
+
+
+@helper
+def _update_part(kind, k, p, g, s1, s2, lo, hi):
+    """Elements ``lo:hi`` of ``update_flat`` (a loop of its own: written inside the parallel
+    loop, the same code ran 4x slower, not vectorised)."""
     lr, a, one_a, b, one_b, eps, lr_bc1, inv_bc2, decay, scale = (k[0], k[1], k[2], k[3], k[4],
                                                                   k[5], k[6], k[7], k[8], k[9])
-    size = p.size
-    for c in prange(n):
-        lo = c * size // n
-        hi = (c + 1) * size // n
-        if kind == ADAM_KIND:
-            for i in range(lo, hi):
-                p[i], s1[i], s2[i] = adam(p[i], scale * g[i], s1[i], s2[i], a, one_a, b, one_b,
-                                          eps, lr_bc1, inv_bc2, decay)
-        elif kind == RMSPROP_KIND:
-            for i in range(lo, hi):
-                p[i], s1[i] = rmsprop(p[i], scale * g[i], s1[i], lr, b, one_b, eps)
-        else:
-            for i in range(lo, hi):
-                p[i], s1[i] = sgd(p[i], scale * g[i], s1[i], lr, a)
+    p, g, s1, s2 = p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi]
+    if kind == ADAM_KIND:
+        for i in range(p.size):
+            p[i], s1[i], s2[i] = adam(p[i], scale * g[i], s1[i], s2[i], a, one_a, b, one_b, eps,
+                                      lr_bc1, inv_bc2, decay)
+    elif kind == RMSPROP_KIND:
+        for i in range(p.size):
+            p[i], s1[i] = rmsprop(p[i], scale * g[i], s1[i], lr, b, one_b, eps)
+    else:
+        for i in range(p.size):
+            p[i], s1[i] = sgd(p[i], scale * g[i], s1[i], lr, a)
