@@ -15,7 +15,9 @@ The Keras 3 twin (``KERAS_BACKEND=jax python twin.py``)::
     from keras.models import Sequential
     from keras.layers import Embedding, SimpleRNN, Dense
     from keras.callbacks import EarlyStopping
+    from keras import utils
 
+    utils.set_random_seed(0)  # the same run every time (Keras 3: keras.utils.set_random_seed)
     max_features = 10000  # number of words to consider as features
     maxlen = 500  # cut texts after this number of words (among top max_features most common words)
     batch_size = 32
@@ -54,7 +56,9 @@ from fastrnn.preprocessing import sequence
 from fastrnn.models import Sequential
 from fastrnn.layers import Embedding, SimpleRNN, Dense
 from fastrnn.callbacks import EarlyStopping
+from fastrnn import utils
 
+utils.set_random_seed(0)  # the same run every time (Keras 3: keras.utils.set_random_seed)
 max_features = 10000  # number of words to consider as features
 maxlen = 500  # cut texts after this number of words (among top max_features most common words)
 batch_size = 32

@@ -350,26 +350,7 @@ class SimpleRNNClassifier:
             _positive_int("checkpoint_every", checkpoint_every)
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-                or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be a number in [0, 1), "
-                             f"got {validation_split!r}")
-        x, y = self._check(x, y)
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            try:
-                x_val, y_val = self._check(*validation_data)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"validation_data: {e}") from None
-        elif validation_split:
-            split_at = int(math.floor(len(x) * (1.0 - validation_split)))   # Keras' split point
-            if split_at == 0 or split_at == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves an empty train or "
-                                 f"validation set for {len(x)} samples")
-            x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
-        else:
-            x_val = y_val = None
+        x, y, x_val, y_val = _fit_data(self._check, x, y, validation_split, validation_data)
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -648,6 +629,31 @@ def _epoch_logs(state, on_nonfinite):
     if on_nonfinite == "skip":
         logs["skipped"] = state["skipped"]
     return logs
+
+
+def _fit_data(check, x, y, validation_split, validation_data):
+    """``fit``'s data: ``(x, y, x_val, y_val)`` checked by ``check(x, y)``, the validation set
+    from ``validation_data`` or the last ``validation_split`` of ``(x, y)`` (Keras' split point,
+    before shuffling), or None."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    x, y = check(x, y)
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a tuple (x_val, y_val)")
+        try:
+            x_val, y_val = check(*validation_data)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"validation_data: {e}") from None
+        return x, y, x_val, y_val
+    if validation_split:
+        split_at = int(math.floor(len(x) * (1.0 - validation_split)))   # Keras' split point
+        if split_at in (0, len(x)):
+            raise ValueError(f"validation_split={validation_split} leaves an empty train or "
+                             f"validation set for {len(x)} samples")
+        return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+    return x, y, None, None
 
 
 def _kernels():

@@ -11,18 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import numbers
 import os
 import threading
 
 import numpy as np
 
-from . import _checks, layers as layers_module, optim
+from . import _checks, layers as layers_module, optim, utils
 from ._io import NpzReader, atomic_write, open_regular
 from .callbacks import Callback, History
-from .layers import Bidirectional, Dense, Embedding, Input, Layer, LayerError, SimpleRNN
+from .layers import Dense, Embedding, Input, Layer, LayerError
 from .model import (BACKENDS, META_MAX_BYTES, TrainingError, _as_array, _backend_call,
-                    _batch_size, _kernels, _positive_int, _progress, _verbose)
+                    _batch_size, _fit_data, _kernels, _positive_int, _progress, _verbose)
 from . import reference
 from .reference import losses as loss_ops
 
@@ -52,7 +51,8 @@ class Sequential:
     layers : list of layers (optionally starting with ``fastrnn.layers.Input``), or None.
     dtype : "float32" or "float64"; every weight, gradient and activation has it.
     backend : "numba" or "numpy" (the compiled kernels or the NumPy reference).
-    seed : int or None; seeds the initial weights, the shuffling and the dropout masks.
+    seed : int or None; seeds the initial weights, the shuffling and the dropout masks (None: a
+        seed from ``fastrnn.utils.set_random_seed`` if it was called, else fresh entropy).
     threads : int or None; Numba threads (default: Numba's).
     """
 
@@ -62,6 +62,8 @@ class Sequential:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if seed is not None:
             _positive_int("seed", seed, minimum=0)
+        else:
+            seed = utils.next_seed()              # fastrnn.utils.set_random_seed, if called
         if threads is not None:
             _positive_int("threads", threads)
         self.dtype = np.dtype(_checks.dtype(dtype))
@@ -416,26 +418,7 @@ class Sequential:
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         _positive_int("epochs", epochs, minimum=0)
         _positive_int("initial_epoch", initial_epoch, minimum=0)
-        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-                or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be a number in [0, 1), got "
-                             f"{validation_split!r}")
-        x, y = self._data(x, y)
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            try:
-                x_val, y_val = self._data(*validation_data)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"validation_data: {e}") from None
-        elif validation_split:
-            split_at = int(math.floor(len(x) * (1.0 - validation_split)))   # Keras' split point
-            if split_at in (0, len(x)):
-                raise ValueError(f"validation_split={validation_split} leaves an empty train or "
-                                 f"validation set for {len(x)} samples")
-            x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
-        else:
-            x_val = y_val = None
+        x, y, x_val, y_val = _fit_data(self._data, x, y, validation_split, validation_data)
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):

@@ -186,3 +186,52 @@ OPTIMIZER_IDS = list(optimizers())
 
 def state_buffers(theta):
     return np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)   # grad, s1, s2
+
+
+# ------------------------------------------------------------------------------------------------
+# the same bits for any thread count
+# ------------------------------------------------------------------------------------------------
+
+def assert_same_bits_for_1_to_5_threads(module, function, seed):
+    """Run ``module.function(seed, dtype)`` (a dict of arrays) with 1 to 5 Numba threads in a fresh
+    process (``NUMBA_NUM_THREADS=5``: more than this machine's cores, which Numba allows) and
+    assert that every thread count gives the same SHA-256 of the results, in both dtypes."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+    code = f"""
+        import hashlib, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numba, numpy as np
+        from {module} import {function}
+        for n in range(1, 6):
+            numba.set_num_threads(n)
+            for dtype in (np.float32, np.float64):
+                out = {function}({seed}, np.dtype(dtype))
+                digest = hashlib.sha256(b"".join(np.asarray(out[k]).tobytes() for k in sorted(out)))
+                print(n, np.dtype(dtype).name, digest.hexdigest())
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "NUMBA_NUM_THREADS": "5"})
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert [int(n) for n, _, _ in lines] == [n for n in range(1, 6) for _ in range(2)]
+    for dtype in ("float32", "float64"):
+        assert len({d for _, name, d in lines if name == dtype}) == 1, r.stdout
+
+
+def central_differences(f, v, eps=1e-5):
+    """d f / d v by central differences (float64), ``v`` perturbed in place and restored."""
+    g = np.zeros(v.shape)
+    flat, gflat = v.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g

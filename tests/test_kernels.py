@@ -8,8 +8,6 @@ import inspect
 import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import hypothesis
 import numba
@@ -338,26 +336,7 @@ def test_one_and_two_threads_give_identical_bits(num_threads, dtype):
 
 
 def test_any_thread_count_gives_identical_bits():
-    """1 to 5 threads (more than this machine's cores: Numba allows it) in a fresh process."""
-    code = f"""
-        import hashlib, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import numba, numpy as np
-        from test_kernels import run_everything
-        for n in range(1, 6):
-            numba.set_num_threads(n)
-            for dtype in (np.float32, np.float64):
-                out = run_everything(3, np.dtype(dtype))
-                digest = hashlib.sha256(b"".join(np.asarray(out[k]).tobytes() for k in sorted(out)))
-                print(n, np.dtype(dtype).name, digest.hexdigest())
-    """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "NUMBA_NUM_THREADS": "5"})
-    assert r.returncode == 0, r.stderr
-    lines = [line.split() for line in r.stdout.splitlines()]
-    assert [int(n) for n, _, _ in lines] == [n for n in range(1, 6) for _ in range(2)]
-    for dtype in ("float32", "float64"):
-        assert len({d for _, name, d in lines if name == dtype}) == 1, r.stdout
+    helpers.assert_same_bits_for_1_to_5_threads("test_kernels", "run_everything", 3)
 
 
 # ------------------------------------------------------------------------------------------------

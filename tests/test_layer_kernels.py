@@ -6,12 +6,6 @@ also checks the dtype of every result, and the thread tests check that 1 to 5 Nu
 the same bits.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -151,22 +145,4 @@ def layer_ops_everything(seed, dtype):
 
 
 def test_layer_ops_give_identical_bits_for_1_to_5_threads():
-    code = f"""
-        import hashlib, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import numba, numpy as np
-        from test_layer_kernels import layer_ops_everything
-        for n in range(1, 6):
-            numba.set_num_threads(n)
-            for dtype in (np.float32, np.float64):
-                out = layer_ops_everything(5, np.dtype(dtype))
-                digest = hashlib.sha256(b"".join(np.asarray(out[k]).tobytes() for k in sorted(out)))
-                print(n, np.dtype(dtype).name, digest.hexdigest())
-    """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "NUMBA_NUM_THREADS": "5"})
-    assert r.returncode == 0, r.stderr
-    lines = [line.split() for line in r.stdout.splitlines()]
-    assert [int(n) for n, _, _ in lines] == [n for n in range(1, 6) for _ in range(2)]
-    for dtype in ("float32", "float64"):
-        assert len({d for _, name, d in lines if name == dtype}) == 1, r.stdout
+    helpers.assert_same_bits_for_1_to_5_threads("test_layer_kernels", "layer_ops_everything", 5)

@@ -13,6 +13,8 @@ still catches any wrong term (a wrong gradient is off by O(1e-2) or more; see
 import numpy as np
 import pytest
 
+import helpers
+
 from fastrnn import layers as L
 from fastrnn import losses
 from fastrnn.models import Sequential
@@ -32,16 +34,7 @@ B, T, D, H = 3, 4, 3, 2
 def numerical_gradient(f, a, eps=EPS):
     """Central differences of the scalar ``f()`` w.r.t. every entry of ``a`` (perturbed in place
     and put back)."""
-    g = np.zeros(a.shape, F64)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        fp = f()
-        a[idx] = old - eps
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
+    return helpers.central_differences(f, a, eps)
 
 
 def assert_fd(actual, f, a, what):

@@ -236,3 +236,32 @@ def test_an_update_that_would_overflow_is_refused_and_changes_nothing():
     for got, want in zip(m.get_weights(), before):
         np.testing.assert_array_equal(got, want)
     assert m.step_count == 0
+
+
+COMPILED = """
+import sys
+import fastrnn
+assert "numba" not in sys.modules, "import fastrnn imported numba"
+import numpy as np
+from fastrnn import layers
+m = fastrnn.Sequential([layers.Embedding(20, 4), layers.SimpleRNN(3), layers.Dense(1, activation="sigmoid")])
+m.compile("rmsprop", "binary_crossentropy")
+x = np.random.default_rng(0).integers(0, 20, (8, 5))
+m.fit(x, x[:, 0] > 9, epochs=1, verbose=0)
+from fastrnn.kernels import _jit, layers as L, step as S, tasks
+kernels = {name: k for mod in (L, S, tasks) for name, k in vars(mod).items()
+           if isinstance(k, _jit.Kernel)}
+print(sorted(name for name, k in kernels.items() if k._compiled))
+"""
+
+
+def test_a_model_compiles_only_the_kernels_it_uses():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", COMPILED], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    compiled = eval(out.stdout.strip().splitlines()[-1])
+    # the layers' ops, the norm and the optimizer update: not the classifier's fused step
+    assert compiled == ["backward_chunk", "clip_by_global_norm", "distinct", "forward_chunk",
+                        "rnn_backward", "rnn_forward", "update_flat"]

@@ -78,19 +78,7 @@ def naive_loss(theta_late, dims, x, y, mask_zero=False, k=None, theta_early=None
     return sum(losses) / len(y), logits
 
 
-def central_differences(f, v, eps=1e-5):
-    """d f / d v by central differences, ``v`` perturbed in place and restored."""
-    g = np.zeros(v.shape)
-    flat, gflat = v.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
+central_differences = helpers.central_differences
 
 
 FD_RTOL, FD_ATOL = 1e-6, 1e-8          # central differences, eps=1e-5, float64, O(1) losses

@@ -40,8 +40,9 @@ from .. import _checks
 from ..layout import unpack
 from .layers import (activation_backward, activation_forward, dense_backward,  # noqa: F401
                      dense_forward, dropout_backward, dropout_forward, embedding_backward,
-                     embedding_forward, embedding_rnn_backward, embedding_rnn_forward, merge_backward, merge_forward, rnn_outputs,
-                     rnn_outputs_backward, simple_rnn_backward, simple_rnn_forward)
+                     embedding_forward, embedding_rnn_backward, embedding_rnn_forward,
+                     merge_backward, merge_forward, rnn_outputs, rnn_outputs_backward,
+                     simple_rnn_backward, simple_rnn_forward)
 from ..optim import (BETA_1, BETA_2, CLIPNORM, EPSILON, KERAS_EPSILON, LR, MOMENTUM,
                     RHO, RMSPROP_KIND, SGD_KIND, WEIGHT_DECAY)
 
