@@ -324,10 +324,14 @@ def _flat_dropout(r, dt):
     return np.zeros(0, dt) if r is None else _c(r, dt).reshape(-1)
 
 
-def _rnn_dims(x, recurrent_kernel, activation, go_backwards, k=0, last_only=False):
-    B, T, D = x.shape
-    return np.array([B, T, D, recurrent_kernel.shape[0], _ACTIVATIONS[activation],
-                     int(bool(go_backwards)), chunks(B), k, int(last_only)], np.int64)
+def _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate=None, last_only=False):
+    """The ``dims`` vector of ``layers.rnn_forward`` / ``rnn_backward`` (slots ``layers.B_`` ...)."""
+    dims = np.zeros(_layers.N_DIMS, np.int64)
+    dims[[_layers.B_, _layers.T_, _layers.D_, _layers.H_]] = B, T, D, H
+    dims[_layers.ACT], dims[_layers.BACKWARDS] = _ACTIVATIONS[activation], bool(go_backwards)
+    dims[_layers.NC], dims[_layers.K] = chunks(B), _checks.truncate(bptt_truncate) or 0
+    dims[_layers.LAST_ONLY] = bool(last_only)
+    return dims
 
 
 _NO_INV = np.zeros(0, np.int64)
@@ -337,7 +341,7 @@ _NO_X = {np.dtype(d): np.zeros(0, d) for d in (np.float32, np.float64)}
 def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv=_NO_INV):
     """``hs`` for dense ``x (B, T, D)``, or token projections ``x (n, H)`` (see
     ``layers.rnn_forward``)."""
-    B, T, H = int(dims[0]), int(dims[1]), int(dims[3])
+    B, T, H = int(dims[_layers.B_]), int(dims[_layers.T_]), int(dims[_layers.H_])
     dt = recurrent_kernel.dtype
     hs = np.empty((B, T, H), dt)
     _layers.rnn_forward(dt, _layers.forward_chunk.address(dt), _c(x, dt).reshape(-1), inv,
@@ -352,8 +356,8 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
     """``(dx, dkernel, drecurrent_kernel, dbias)``; for token inputs (``inv``, ``n`` distinct
     tokens) ``dx`` is the ``(n, H)`` sums of dA per token and ``dkernel`` None (see
     ``layers.rnn_backward``)."""
-    B, T, D, H = (int(d) for d in dims[:4])
-    dt, nc = hs.dtype, int(dims[6])
+    B, T, D, H = (int(dims[i]) for i in (_layers.B_, _layers.T_, _layers.D_, _layers.H_))
+    dt, nc = hs.dtype, int(dims[_layers.NC])
     tokens = inv.size > 0
     dx = np.empty((nc, n, H) if tokens else (B, T, D), dt)
     Dk = 0 if tokens else D * H
@@ -373,7 +377,7 @@ def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation=
     mask = _checks.layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation,
                                   recurrent_dropout)
     return _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout,
-                       _rnn_dims(x, recurrent_kernel, activation, go_backwards))
+                       _rnn_dims(*x.shape, recurrent_kernel.shape[0], activation, go_backwards))
 
 
 def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activation="tanh",
@@ -384,8 +388,7 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
     H = recurrent_kernel.shape[0]
     _checks.shape("hs", hs, (B, T, H))
     _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
-    dims = _rnn_dims(x, recurrent_kernel, activation, go_backwards,
-                     _checks.truncate(bptt_truncate) or 0, dhs.ndim == 2)
+    dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     return _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
                                 dims)
 
@@ -420,8 +423,7 @@ def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, act
     rows, inv = _distinct(ids, E.shape[0], E.dtype)
     with serial_blas():
         EW = E[rows] @ kernel             # each distinct token's projection, once
-    dims = np.array([B, T, E.shape[1], recurrent_kernel.shape[0], _ACTIVATIONS[activation],
-                     int(bool(go_backwards)), chunks(B), 0, 0], np.int64)
+    dims = _rnn_dims(B, T, E.shape[1], recurrent_kernel.shape[0], activation, go_backwards)
     return _recurrence(EW, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv)
 
 
@@ -437,8 +439,7 @@ def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
     _checks.shape("hs", hs, (B, T, H))
     _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
     rows, inv = _distinct(ids, V, E.dtype)
-    dims = np.array([B, T, D, H, _ACTIVATIONS[activation], int(bool(go_backwards)), chunks(B),
-                     _checks.truncate(bptt_truncate) or 0, int(dhs.ndim == 2)], np.int64)
+    dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     dEW, _, drecurrent, dbias = _recurrence_backward(dhs, _NO_X.get(E.dtype), hs, kernel,
                                                      recurrent_kernel, mask, recurrent_dropout,
                                                      dims, inv, rows.size)

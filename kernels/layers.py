@@ -29,7 +29,31 @@ from fastrnn.optim import ADAM_KIND, RMSPROP_KIND
 
 # ``dims`` slots
 B_, T_, D_, H_, ACT, BACKWARDS, NC, K, LAST_ONLY = range(9)
+N_DIMS = 9
 RELU = 1                                           # ACT: 0 tanh, 1 relu
+
+
+ROWS = 256     # rows per block of a tall product (see tall_matmul)
+
+
+@helper
+def tall_matmul(a, b, out):
+    """``out = a @ b`` for a tall ``a (n, k)`` and small ``b (k, m)``, ``ROWS`` rows at a time:
+    BLAS runs small products from the cache at about twice the speed of one tall thin one."""
+    n = a.shape[0]
+    for r0 in range(0, n, ROWS):
+        r1 = min(n, r0 + ROWS)
+        matmul(a[r0:r1], b, out[r0:r1], 0.0)
+
+
+@helper
+def tall_matmul_tn(a, b, out):
+    """``out = a^T @ b`` for tall ``a (n, k)`` and ``b (n, m)``, accumulated ``ROWS`` rows at a
+    time (in row order, so the sum's order is fixed)."""
+    n = a.shape[0]
+    for r0 in range(0, n, ROWS):
+        r1 = min(n, r0 + ROWS)
+        matmul(a[r0:r1].T, b[r0:r1], out, 0.0 if r0 == 0 else 1.0)
 
 
 def FORWARD_CHUNK(F):
@@ -78,8 +102,8 @@ def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, 
     Pc = w[:0].reshape((0, T, H)) if tokens else w[4 * nb * H:].reshape((nb, T, H))
     if not tokens:
         D = dims[D_]
-        matmul(x[b0 * T * D:b1 * T * D].reshape((nb * T, D)), kernel, Pc.reshape((nb * T, H)),
-               0.0)
+        tall_matmul(x[b0 * T * D:b1 * T * D].reshape((nb * T, D)), kernel,
+                    Pc.reshape((nb * T, H)))
     out = hs[b0 * T * H:b1 * T * H].reshape((nb, T, H))
     prev = h[0]
     for i in range(nb):
@@ -261,8 +285,8 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
                     row[j] += src[j]
     else:                                         # dkernel = x^T dA, dx = dA kernel^T
         xc = x[b0 * T * D:b1 * T * D].reshape((nb * T, D))
-        matmul(xc.T, dA2, part[:D * H].reshape((D, H)), 0.0)
-        matmul(dA2, kernel.T, dx[b0 * T * D:b1 * T * D].reshape((nb * T, D)), 0.0)
+        tall_matmul_tn(xc, dA2, part[:D * H].reshape((D, H)))
+        tall_matmul(dA2, kernel.T, dx[b0 * T * D:b1 * T * D].reshape((nb * T, D)))
 
 
 @jit(lambda F: void(Arr(F, 2), Arr(i64, 1), Arr(F, 2), i64), parallel=True)

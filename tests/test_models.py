@@ -265,3 +265,45 @@ def test_a_model_compiles_only_the_kernels_it_uses():
     # the layers' ops, the norm and the optimizer update: not the classifier's fused step
     assert compiled == ["backward_chunk", "clip_by_global_norm", "distinct", "forward_chunk",
                         "rnn_backward", "rnn_forward", "update_flat"]
+
+
+def _rewrite(path, out, **changes):
+    """Copy the model file ``path`` to ``out`` with some arrays or metadata changed."""
+    import json
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    for key, value in changes.items():
+        if key in ("theta", "s1", "s2"):
+            arrays[key] = value
+        else:
+            meta[key] = value(meta[key]) if callable(value) else value
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(out, **arrays)
+    return out
+
+
+def test_load_model_refuses_damaged_and_hostile_files(tmp_path):
+    m = model()
+    m.save(tmp_path / "m.npz")
+    good = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
+    cases = {
+        "truncated": tmp_path / "cut.npz",
+        "wrong size": _rewrite(tmp_path / "m.npz", tmp_path / "a.npz", theta=np.zeros(3, np.float32)),
+        "nan weights": _rewrite(tmp_path / "m.npz", tmp_path / "b.npz",
+                                theta=np.full(m.theta.size, np.nan, np.float32)),
+        "unknown layer": _rewrite(tmp_path / "m.npz", tmp_path / "c.npz", config=lambda c: {
+            **c, "layers": [{"class_name": "Lambda", "config": {}}]}),
+        "huge layer": _rewrite(tmp_path / "m.npz", tmp_path / "d.npz", config=lambda c: {
+            **c, "layers": [{"class_name": "Embedding",
+                             "config": {"input_dim": 2**40, "output_dim": 2**20}}]}),
+        "other version": _rewrite(tmp_path / "m.npz", tmp_path / "e.npz", format_version=99),
+    }
+    for what, path in cases.items():
+        with pytest.raises(ValueError, match="not a valid fastrnn Sequential model file"):
+            load_model(path)
+    with pytest.raises(ValueError):
+        load_model(tmp_path)                                  # a directory
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.npz")
