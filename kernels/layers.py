@@ -222,18 +222,22 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
                         v = dhi[j] + g[j]
                         d[j] = v if h[j] > 0 else 0 * one
                         out[j] = d[j]
+                        db[j] += d[j]
                 else:
                     for j in range(H):
                         d[j] = (dhi[j] + g[j]) * (one - h[j] * h[j])
                         out[j] = d[j]
+                        db[j] += d[j]
             elif relu:
                 for j in range(H):
                     d[j] = dhi[j] if h[j] > 0 else 0 * one
                     out[j] = d[j]
+                    db[j] += d[j]
             else:
                 for j in range(H):
                     d[j] = dhi[j] * (one - h[j] * h[j])
                     out[j] = d[j]
+                    db[j] += d[j]
         matmul(da, recurrent_kernel.T, dn, 0.0)   # through an update: da @ W_hh^T (times r)
         for i in range(nb):
             # a masked step copies h, so it passes dh on unchanged; a row whose k updates are
@@ -268,10 +272,6 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
                     for j in range(H):
                         drec[p, j] += rr[p] * tmp[p, j]
     dA2 = dAc.reshape((nb * T, H))
-    for m in range(nb * T):                       # dbias: column sums of dA
-        row = dA2[m]
-        for j in range(H):
-            db[j] += row[j]
     if tokens:                                    # dA summed per distinct token, in step order
         n = dx.size // (nc * H)
         flat = dx[c * n * H:(c + 1) * n * H]
