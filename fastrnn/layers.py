@@ -149,7 +149,8 @@ class Embedding(Layer):
 
     def __init__(self, input_dim, output_dim, mask_zero=False, name=None):
         super().__init__(name)
-        self.input_dim, self.output_dim = _int("input_dim", input_dim), _int("output_dim", output_dim)
+        self.input_dim = _int("input_dim", input_dim)
+        self.output_dim = _int("output_dim", output_dim)
         if not isinstance(mask_zero, (bool, np.bool_)):
             raise TypeError(f"mask_zero must be True or False, got {mask_zero!r}")
         self.mask_zero = bool(mask_zero)

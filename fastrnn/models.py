@@ -272,7 +272,8 @@ class Sequential:
     # --- forward and backward ------------------------------------------------------------------
 
     def _loss_and_grad(self, x, y):
-        """Forward, loss and backward on a batch: fills ``self.grad``; returns ``(loss, y)``."""
+        """Forward, loss and backward on a batch: fills ``self.grad``; returns ``(loss, outputs,
+        output mask)``."""
         ops = self._ops
         mask, caches, h = None, [], x
         last = len(self.layers) - 1
@@ -327,9 +328,7 @@ class Sequential:
         with self._training():
             loss, sums, weight, norm, applied = self._train_batch(x, y)
         if not applied:
-            what = ("loss" if not math.isfinite(loss) else "gradient" if not math.isfinite(norm)
-                    else "update (it would make weights or optimizer state overflow)")
-            raise TrainingError(f"non-finite {what}; the weights are unchanged")
+            raise TrainingError(f"non-finite {_what(loss, norm)}; the weights are unchanged")
         return self._result(loss, {m: s / weight for m, s in sums.items()})
 
     def _result(self, loss, metrics, return_dict=False):
@@ -461,12 +460,10 @@ class Sequential:
             idx = order[b * batch_size:(b + 1) * batch_size]
             loss, batch_sums, weight, norm, applied = self._train_batch(x[idx], y[idx])
             if not applied:
-                what = ("loss" if not math.isfinite(loss) else "gradient" if not
-                        math.isfinite(norm) else "update (it would make weights or optimizer "
-                        "state overflow)")
-                raise TrainingError(f"non-finite {what} at epoch {epoch + 1}, step {b + 1} of "
-                                    f"{n_batches}; the weights are those before this step (lower "
-                                    "the learning rate or set global_clipnorm on the optimizer)")
+                raise TrainingError(f"non-finite {_what(loss, norm)} at epoch {epoch + 1}, step "
+                                    f"{b + 1} of {n_batches}; the weights are those before this "
+                                    "step (lower the learning rate or set global_clipnorm on the "
+                                    "optimizer)")
             loss_sum += loss * len(idx)
             seen += len(idx)
             for m in self.metrics:
@@ -536,7 +533,8 @@ class Sequential:
                line("┡", "╇", "┩", "━")]
         for k, row in enumerate(rows):
             out.append(cell(row))
-            out.append(line("├", "┼", "┤", "─") if k < len(rows) - 1 else line("└", "┴", "┘", "─"))
+            last = k == len(rows) - 1
+            out.append(line("└", "┴", "┘", "─") if last else line("├", "┼", "┤", "─"))
         out += [f" Total params: {n:,} ({_bytes(size)})",
                 f" Trainable params: {n:,} ({_bytes(size)})",
                 " Non-trainable params: 0 (0.00 B)"]
@@ -574,7 +572,17 @@ class Sequential:
             np.savez(f, theta=self.theta, s1=self.s1, s2=self.s2, meta=meta_bytes)
 
     def __repr__(self):
-        return f"Sequential({self.layers!r}, dtype={self.dtype.name!r}, backend={self.backend_name!r})"
+        return (f"Sequential({self.layers!r}, dtype={self.dtype.name!r}, "
+                f"backend={self.backend_name!r})")
+
+
+def _what(loss, norm):
+    """What a refused step had that was not finite."""
+    if not math.isfinite(loss):
+        return "loss"
+    if not math.isfinite(norm):
+        return "gradient"
+    return "update (it would make weights or optimizer state overflow)"
 
 
 def _bytes(n):

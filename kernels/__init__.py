@@ -325,7 +325,8 @@ def _flat_dropout(r, dt):
 
 
 def _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate=None, last_only=False):
-    """The ``dims`` vector of ``layers.rnn_forward`` / ``rnn_backward`` (slots ``layers.B_`` ...)."""
+    """The ``dims`` vector of ``layers.rnn_forward`` / ``rnn_backward`` (slots ``layers.B_``,
+    ...)."""
     dims = np.zeros(_layers.N_DIMS, np.int64)
     dims[[_layers.B_, _layers.T_, _layers.D_, _layers.H_]] = B, T, D, H
     dims[_layers.ACT], dims[_layers.BACKWARDS] = _ACTIVATIONS[activation], bool(go_backwards)
@@ -369,7 +370,8 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
                          dx.reshape(-1), parts, _workspace(dt, B * (T * H + 3 * H)))
     g = parts.sum(axis=0)
     dkernel = None if tokens else g[:Dk].reshape(D, H)
-    return (dx.sum(axis=0) if tokens else dx), dkernel, g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]
+    drecurrent, dbias = g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]
+    return (dx.sum(axis=0) if tokens else dx), dkernel, drecurrent, dbias
 
 
 def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation="tanh",

@@ -260,7 +260,7 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
         tmp = np.empty((H, H), da.dtype)
         flat_h, flat_d = states.reshape(nb * T * H), dAc.reshape(nb * T * H)
         for i in range(nb):
-            base = i * T * H                      # forward: h[s - 1] with dA[s]; backwards: h[s + 1]
+            base = i * T * H          # forward: h[s - 1] goes with dA[s]; backwards: h[s + 1]
             prev = flat_h[base + H:base + T * H] if backwards else flat_h[base:base + T * H - H]
             cur = flat_d[base:base + T * H - H] if backwards else flat_d[base + H:base + T * H]
             if r.size == 0:

@@ -161,9 +161,11 @@ def test_bidirectional_needs_a_recurrent_layer():
         layers.Bidirectional(layers.Dense(3))
 
 
+SCCE = "sparse_categorical_crossentropy"
+
+
 @pytest.mark.parametrize("units, activation, loss", [(3, None, "binary_crossentropy"),
-                                                     (1, "sigmoid", "sparse_categorical_crossentropy"),
-                                                     (3, "sigmoid", "sparse_categorical_crossentropy")])
+                                                     (1, "sigmoid", SCCE), (3, "sigmoid", SCCE)])
 def test_a_loss_that_does_not_fit_the_head_is_refused_at_compile(units, activation, loss):
     m = Sequential([layers.Input((T,)), layers.Embedding(V, 4), layers.SimpleRNN(3),
                     layers.Dense(units, activation=activation)])
@@ -244,7 +246,8 @@ import fastrnn
 assert "numba" not in sys.modules, "import fastrnn imported numba"
 import numpy as np
 from fastrnn import layers
-m = fastrnn.Sequential([layers.Embedding(20, 4), layers.SimpleRNN(3), layers.Dense(1, activation="sigmoid")])
+m = fastrnn.Sequential([layers.Embedding(20, 4), layers.SimpleRNN(3),
+                        layers.Dense(1, activation="sigmoid")])
 m.compile("rmsprop", "binary_crossentropy")
 x = np.random.default_rng(0).integers(0, 20, (8, 5))
 m.fit(x, x[:, 0] > 9, epochs=1, verbose=0)
@@ -290,7 +293,8 @@ def test_load_model_refuses_damaged_and_hostile_files(tmp_path):
     (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])
     cases = {
         "truncated": tmp_path / "cut.npz",
-        "wrong size": _rewrite(tmp_path / "m.npz", tmp_path / "a.npz", theta=np.zeros(3, np.float32)),
+        "wrong size": _rewrite(tmp_path / "m.npz", tmp_path / "a.npz",
+                               theta=np.zeros(3, np.float32)),
         "nan weights": _rewrite(tmp_path / "m.npz", tmp_path / "b.npz",
                                 theta=np.full(m.theta.size, np.nan, np.float32)),
         "unknown layer": _rewrite(tmp_path / "m.npz", tmp_path / "c.npz", config=lambda c: {

@@ -112,7 +112,8 @@ def accuracy_kind(y, p):
 
 
 def metric_values(metric, y, p):
-    """Per-sample values ``(...)`` of ``metric`` ("accuracy" or "mae") for outputs ``p (..., C)``."""
+    """Per-sample values ``(...)`` of ``metric`` ("accuracy" or "mae") for outputs
+    ``p (..., C)``."""
     if metric == "mae":
         t = y[..., None] if y.ndim == p.ndim - 1 else y
         return np.abs(p - t).mean(-1)
