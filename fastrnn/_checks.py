@@ -221,7 +221,8 @@ def inplace(name, a):
         raise ValueError(f"{name} is updated in place and must be a writable C-contiguous array")
 
 
-def layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation, recurrent_dropout):
+def layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation, recurrent_dropout,
+                   initial_state=None):
     """The arguments of ``simple_rnn_forward`` / ``_backward``; returns the mask (bool or None)."""
     if not isinstance(x, np.ndarray) or x.ndim != 3:
         raise ValueError(f"x must be a (B, T, D) array, got {getattr(x, 'shape', type(x))}")
@@ -240,6 +241,9 @@ def layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation, recurren
     if recurrent_dropout is not None:
         floats("recurrent_dropout", recurrent_dropout, 2, x.dtype)
         shape("recurrent_dropout", recurrent_dropout, (B, H))
+    if initial_state is not None:
+        floats("initial_state", initial_state, 2, x.dtype)
+        shape("initial_state", initial_state, (B, H))
     if mask is not None:
         mask = np.asarray(mask)
         if mask.dtype != bool:

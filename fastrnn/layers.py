@@ -188,22 +188,31 @@ class SimpleRNN(Layer):
     """Keras' ``SimpleRNN``: ``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)``.
 
     ``dropout`` / ``recurrent_dropout``: one mask per sequence for the inputs and one for the
-    state, fixed over time, in training only. ``bptt_truncate`` (fastrnn's, not Keras'):
-    backpropagate through the last ``k`` state updates of each sequence only.
+    state, fixed over time, in training only. ``stateful``: each sample's final state is the
+    initial state of the same sample in the next batch (a fixed batch size; ``reset_states()``
+    zeroes it); the gradient stops at the batch boundary. ``bptt_truncate`` (fastrnn's, not
+    Keras'): backpropagate through the last ``k`` state updates of each sequence only.
     """
 
     def __init__(self, units, activation="tanh", use_bias=True, return_sequences=False,
-                 go_backwards=False, dropout=0.0, recurrent_dropout=0.0, seed=None,
-                 bptt_truncate=None, name=None):
+                 go_backwards=False, stateful=False, return_state=False, dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, bptt_truncate=None, name=None):
         super().__init__(name)
         self.units = _int("units", units)
         self.activation = _choice("activation", activation, RNN_ACTIVATIONS)
         for flag, value in (("use_bias", use_bias), ("return_sequences", return_sequences),
-                            ("go_backwards", go_backwards)):
+                            ("go_backwards", go_backwards), ("stateful", stateful),
+                            ("return_state", return_state)):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
         self.use_bias, self.return_sequences = bool(use_bias), bool(return_sequences)
-        self.go_backwards = bool(go_backwards)
+        self.go_backwards, self.stateful = bool(go_backwards), bool(stateful)
+        if return_state:
+            raise LayerError("return_state=True gives the layer several outputs, which a "
+                             "Sequential cannot pass on; read a stateful layer's .states instead")
+        self.return_state = False
+        self.states = None                        # stateful: the last batch's final states (B, H)
+        self.batch_size = None                    # stateful: fixed by Input(batch_size) or batch 1
         self.dropout, self.recurrent_dropout = (_rate("dropout", dropout),
                                                 _rate("recurrent_dropout", recurrent_dropout))
         self.seed = None if seed is None else _int("seed", seed, minimum=0)
@@ -226,7 +235,8 @@ class SimpleRNN(Layer):
     def get_config(self):
         return {"name": self.name, "units": self.units, "activation": self.activation,
                 "use_bias": self.use_bias, "return_sequences": self.return_sequences,
-                "go_backwards": self.go_backwards, "dropout": self.dropout,
+                "go_backwards": self.go_backwards, "stateful": self.stateful,
+                "dropout": self.dropout,
                 "recurrent_dropout": self.recurrent_dropout, "seed": self.seed,
                 "bptt_truncate": self.bptt_truncate}
 
@@ -243,21 +253,47 @@ class SimpleRNN(Layer):
             keep_r = rng.random((B, self.units)) >= self.recurrent_dropout
             r = ops.dropout_forward(np.ones((B, self.units), dt), keep_r, self.recurrent_dropout)
         bias = w[2] if self.use_bias else np.zeros(self.units, dt)
+        h0 = self._initial_state(B, dt)
         if tokens:
             hs = ops.embedding_rnn_forward(x.E, x.ids, w[0], w[1], bias, mask, self.activation,
-                                           self.go_backwards, r)
+                                           self.go_backwards, r, h0)
         else:
             hs = ops.simple_rnn_forward(x, w[0], w[1], bias, mask, self.activation,
-                                        self.go_backwards, r)
+                                        self.go_backwards, r, h0)
+        if self.stateful:                         # the next batch starts where this one ended
+            self.states = np.array(ops.rnn_outputs(hs, None, False, self.go_backwards))
         y = ops.rnn_outputs(hs, mask, self.return_sequences, self.go_backwards,
                             self.zero_output_for_mask)
-        return y, (mask if self.return_sequences else None), (x, hs, mask, keep, r)
+        return y, (mask if self.return_sequences else None), (x, hs, mask, keep, r, h0)
+
+    def _initial_state(self, B, dt):
+        """The state before the first step: the last batch's final states (stateful), else None."""
+        if not self.stateful:
+            return None
+        if self.batch_size is None:
+            self.batch_size = B
+        if B != self.batch_size:
+            raise ValueError(f"layer {self.name!r} is stateful with batch size {self.batch_size}, "
+                             f"got a batch of {B}: every batch must have that size (sample i of "
+                             "a batch continues sample i of the last one)")
+        if self.states is None or self.states.dtype != dt:
+            self.states = np.zeros((B, self.units), dt)
+        return self.states
+
+    def reset_states(self):
+        """Zero the carried states of a stateful layer (Keras' ``reset_states``)."""
+        if not self.stateful:
+            raise AttributeError(f"layer {self.name!r} is not stateful")
+        if self.states is not None:
+            self.states[...] = 0
+
+    reset_state = reset_states
 
     def backward(self, ops, w, g, dy, cache):
-        x, hs, mask, keep, r = cache
+        x, hs, mask, keep, r, h0 = cache
         dhs = ops.rnn_outputs_backward(dy, mask, self.return_sequences, self.go_backwards,
                                        self.zero_output_for_mask)
-        args = (w[0], w[1], mask, self.activation, self.go_backwards, r, self.bptt_truncate)
+        args = (w[0], w[1], mask, self.activation, self.go_backwards, r, self.bptt_truncate, h0)
         if isinstance(x, Tokens):
             rows, dE_rows, dk, dr, db = ops.embedding_rnn_backward(dhs, x.ids, x.E, hs, *args)
             dx = TokenGrad(rows, dE_rows)
@@ -277,6 +313,10 @@ class Bidirectional(Layer):
     def __init__(self, layer, merge_mode="concat", name=None):
         if not isinstance(layer, SimpleRNN):
             raise LayerError(f"Bidirectional wraps a recurrent layer (SimpleRNN), got {layer!r}")
+        if layer.stateful:
+            raise LayerError("a stateful Bidirectional is not supported: its backward direction "
+                             "reads each window from its end, so no state can be carried into "
+                             "the next window")
         if layer.go_backwards:
             # Keras' backward copy always has go_backwards=True, and it refuses two copies that
             # read in the same direction

@@ -137,6 +137,9 @@ class Sequential:
                 start += size
             self._w.append(w)
             self._g.append(g)
+        for layer in self.layers:                 # Input(batch_size=...) fixes a stateful batch
+            if getattr(layer, "stateful", False) and self._input is not None:
+                layer.batch_size = self._input.batch_size
         self._layer_rngs = [np.random.default_rng(getattr(layer, "seed", None))
                             if getattr(layer, "seed", None) is not None else self.rng
                             for layer in self.layers]
@@ -479,6 +482,14 @@ class Sequential:
         if bar is not None:
             bar.close()
         return logs
+
+    def reset_states(self):
+        """Zero the carried states of every stateful layer (Keras' ``reset_states``)."""
+        for layer in self.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states()
+
+    reset_state = reset_states
 
     # --- weights, summary, files ---------------------------------------------------------------
 

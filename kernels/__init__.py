@@ -339,7 +339,8 @@ _NO_INV = np.zeros(0, np.int64)
 _NO_X = {np.dtype(d): np.zeros(0, d) for d in (np.float32, np.float64)}
 
 
-def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv=_NO_INV):
+def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, initial_state, dims,
+                inv=_NO_INV):
     """``hs`` for dense ``x (B, T, D)``, or token projections ``x (n, H)`` (see
     ``layers.rnn_forward``)."""
     B, T, H = int(dims[_layers.B_]), int(dims[_layers.T_]), int(dims[_layers.H_])
@@ -347,13 +348,14 @@ def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims
     hs = np.empty((B, T, H), dt)
     _layers.rnn_forward(dt, _layers.forward_chunk.address(dt), _c(x, dt).reshape(-1), inv,
                         _c(kernel, dt), _c(recurrent_kernel, dt), _c(bias, dt),
-                        _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
-                        hs.reshape(-1), _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
+                        _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
+                        _flat_dropout(initial_state, dt), dims, hs.reshape(-1),
+                        _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
     return hs
 
 
-def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout, dims,
-                         inv=_NO_INV, n=0):
+def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
+                         initial_state, dims, inv=_NO_INV, n=0):
     """``(dx, dkernel, drecurrent_kernel, dbias)``; for token inputs (``inv``, ``n`` distinct
     tokens) ``dx`` is the ``(n, H)`` sums of dA per token and ``dkernel`` None (see
     ``layers.rnn_backward``)."""
@@ -366,8 +368,9 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
     _layers.rnn_backward(dt, _layers.backward_chunk.address(dt), _c(dhs, dt).reshape(-1),
                          _c(x, dt).reshape(-1),
                          _c(hs, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
-                         _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt), dims,
-                         dx.reshape(-1), parts, _workspace(dt, B * (T * H + 3 * H)))
+                         _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
+                         _flat_dropout(initial_state, dt), dims, dx.reshape(-1), parts,
+                         _workspace(dt, B * (T * H + 3 * H)))
     g = parts.sum(axis=0)
     dkernel = None if tokens else g[:Dk].reshape(D, H)
     drecurrent, dbias = g[Dk:Dk + H * H].reshape(H, H), g[Dk + H * H:]
@@ -375,24 +378,25 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
 
 
 def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
-                       go_backwards=False, recurrent_dropout=None):
+                       go_backwards=False, recurrent_dropout=None, initial_state=None):
     mask = _checks.layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation,
-                                  recurrent_dropout)
-    return _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout,
+                                  recurrent_dropout, initial_state)
+    return _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, initial_state,
                        _rnn_dims(*x.shape, recurrent_kernel.shape[0], activation, go_backwards))
 
 
 def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activation="tanh",
-                        go_backwards=False, recurrent_dropout=None, bptt_truncate=None):
+                        go_backwards=False, recurrent_dropout=None, bptt_truncate=None,
+                        initial_state=None):
     mask = _checks.layer_rnn_args(x, kernel, recurrent_kernel, None, mask, activation,
-                                  recurrent_dropout)
+                                  recurrent_dropout, initial_state)
     B, T, D = x.shape
     H = recurrent_kernel.shape[0]
     _checks.shape("hs", hs, (B, T, H))
     _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
     dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     return _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
-                                dims)
+                                initial_state, dims)
 
 
 def embedding_backward(dx, ids, V):
@@ -417,34 +421,37 @@ def _distinct(ids, V, dt):
 
 
 def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
-                          go_backwards=False, recurrent_dropout=None):
+                          go_backwards=False, recurrent_dropout=None, initial_state=None):
     ids = _checks.token_ids(ids, E.shape[0], "ids")
     B, T = ids.shape
-    mask = _checks.layer_rnn_args(np.empty((B, T, E.shape[1]), E.dtype), kernel,
-                                  recurrent_kernel, bias, mask, activation, recurrent_dropout)
+    like = np.broadcast_to(np.empty((), E.dtype), (B, T, E.shape[1]))    # the inputs' shape
+    mask = _checks.layer_rnn_args(like, kernel, recurrent_kernel, bias, mask, activation,
+                                  recurrent_dropout, initial_state)
     rows, inv = _distinct(ids, E.shape[0], E.dtype)
     with serial_blas():
         EW = E[rows] @ kernel             # each distinct token's projection, once
     dims = _rnn_dims(B, T, E.shape[1], recurrent_kernel.shape[0], activation, go_backwards)
-    return _recurrence(EW, kernel, recurrent_kernel, bias, mask, recurrent_dropout, dims, inv)
+    return _recurrence(EW, kernel, recurrent_kernel, bias, mask, recurrent_dropout, initial_state,
+                       dims, inv)
 
 
 def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
                            activation="tanh", go_backwards=False, recurrent_dropout=None,
-                           bptt_truncate=None):
+                           bptt_truncate=None, initial_state=None):
     ids = _checks.token_ids(ids, E.shape[0], "ids")
     B, T = ids.shape
     V, D = E.shape
     H = recurrent_kernel.shape[0]
-    mask = _checks.layer_rnn_args(np.empty((B, T, D), E.dtype), kernel, recurrent_kernel, None,
-                                  mask, activation, recurrent_dropout)
+    like = np.broadcast_to(np.empty((), E.dtype), (B, T, D))             # the inputs' shape
+    mask = _checks.layer_rnn_args(like, kernel, recurrent_kernel, None, mask, activation,
+                                  recurrent_dropout, initial_state)
     _checks.shape("hs", hs, (B, T, H))
     _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
     rows, inv = _distinct(ids, V, E.dtype)
     dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     dEW, _, drecurrent, dbias = _recurrence_backward(dhs, _NO_X.get(E.dtype), hs, kernel,
                                                      recurrent_kernel, mask, recurrent_dropout,
-                                                     dims, inv, rows.size)
+                                                     initial_state, dims, inv, rows.size)
     order = np.argsort(rows)              # the rows in ascending order, as np.unique gives them
     rows, dEW = rows[order], dEW[order]
     with serial_blas():

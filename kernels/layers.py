@@ -59,30 +59,31 @@ def tall_matmul_tn(a, b, out):
 def FORWARD_CHUNK(F):
     """The signature of ``forward_chunk`` for float type ``F``."""
     return void(i64, Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2), Arr(F, 1), Arr(u8, 1),
-                Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 1))
+                Arr(F, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 1))
 
 
 _forward_chunk_at = function_at(FORWARD_CHUNK)
 
 
 @jit(lambda F: void(i64, *FORWARD_CHUNK(F).args[1:]), parallel=True)
-def rnn_forward(address, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work):
+def rnn_forward(address, x, inv, kernel, recurrent_kernel, bias, mask, r, h0, dims, hs, work):
     """``hs (B T H,)``, the states of ``simple_rnn_forward`` by sequence position, for
     ``x (B T D,)``; or, for token inputs, from ``x (n H,)``, the projections ``E[v] @ kernel`` of
     the batch's ``n`` distinct tokens, token ``(b, s)`` being number ``inv[b T + s]`` (``inv``
     empty: dense ``x``).
 
     ``mask (B T,)`` 1 = a state update (empty: all), ``r (B H,)`` the recurrent dropout
-    multiplier (empty: none), ``dims`` (B, T, D, H, activation, go_backwards, nc), ``work`` at
+    multiplier (empty: none), ``h0 (B H,)`` the state before the first step (empty: 0),
+    ``dims`` (B, T, D, H, activation, go_backwards, nc), ``work`` at
     least ``B (T H + 4 H)`` elements (``4 B H`` for tokens).
     """
     run = _forward_chunk_at(address, x)      # (see rnn_backward)
     for c in prange(dims[NC]):
-        run(np.int64(c), x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work)
+        run(np.int64(c), x, inv, kernel, recurrent_kernel, bias, mask, r, h0, dims, hs, work)
 
 
 @task(FORWARD_CHUNK)
-def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, work):
+def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, h0, dims, hs, work):
     """Chunk ``c`` of ``rnn_forward``."""
     B, T, H = dims[B_], dims[T_], dims[H_]
     relu, backwards, nc = dims[ACT] == RELU, dims[BACKWARDS], dims[NC]
@@ -108,7 +109,7 @@ def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, 
     prev = h[0]
     for i in range(nb):
         for j in range(H):
-            prev[i, j] = 0
+            prev[i, j] = h0[(b0 + i) * H + j] if h0.size > 0 else 0
     for t in range(T):
         s = T - 1 - t if backwards else t
         prev, cur = h[t % 2], h[(t + 1) % 2]
@@ -139,15 +140,15 @@ def forward_chunk(c, x, inv, kernel, recurrent_kernel, bias, mask, r, dims, hs, 
 def BACKWARD_CHUNK(F):
     """The signature of ``backward_chunk`` for float type ``F``."""
     return void(i64, Arr(F, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 2), Arr(F, 2),
-                Arr(u8, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 2), Arr(F, 1))
+                Arr(u8, 1), Arr(F, 1), Arr(F, 1), Arr(i64, 1), Arr(F, 1), Arr(F, 2), Arr(F, 1))
 
 
 _backward_chunk_at = function_at(BACKWARD_CHUNK)
 
 
 @jit(lambda F: void(i64, *BACKWARD_CHUNK(F).args[1:]), parallel=True)
-def rnn_backward(address, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts,
-                 work):
+def rnn_backward(address, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, h0, dims, dx,
+                 parts, work):
     """``simple_rnn_backward``: ``dx (B T D,)`` and per chunk ``c`` ``parts[c] = (dkernel
     (D H), drecurrent_kernel (H H), dbias (H))`` flat. For token inputs (``inv`` as in
     ``rnn_forward``, ``n`` distinct tokens; ``x`` unused) ``dx (nc n H,)`` holds instead each
@@ -162,11 +163,13 @@ def rnn_backward(address, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, di
     # compiled inside this parallel loop, the same code took 8 s to compile instead of 3 s
     run = _backward_chunk_at(address, dhs)
     for c in prange(dims[NC]):
-        run(np.int64(c), dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts, work)
+        run(np.int64(c), dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, h0, dims, dx, parts,
+            work)
 
 
 @task(BACKWARD_CHUNK)
-def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, dx, parts, work):
+def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, h0, dims, dx, parts,
+                   work):
     """Chunk ``c`` of ``rnn_backward``."""
     B, T, H = dims[B_], dims[T_], dims[H_]
     relu, backwards, nc, k, last_only = (dims[ACT] == RELU, dims[BACKWARDS], dims[NC], dims[K],
@@ -255,7 +258,15 @@ def backward_chunk(c, dhs, x, hs, inv, kernel, recurrent_kernel, mask, r, dims, 
                     dn[i, j] = 0
         dh, dn = dn, dh
     # drecurrent_kernel = sum over the steps of h_prev^T dA: per sequence one product of its
-    # states (shifted by one step: the state each step read, h_0 = 0 for the first) with its dA
+    # states (shifted by one step: the state each step read) with its dA, and h_0 with the first
+    if h0.size > 0:
+        first = T - 1 if backwards else 0
+        for i in range(nb):
+            g, hi = dAc[i, first], h0[(b0 + i) * H:(b0 + i + 1) * H]
+            for p in range(H):
+                v = hi[p] * r[(b0 + i) * H + p] if r.size > 0 else hi[p]
+                for j in range(H):
+                    drec[p, j] += v * g[j]
     if T > 1:
         tmp = np.empty((H, H), da.dtype)
         flat_h, flat_d = states.reshape(nb * T * H), dAc.reshape(nb * T * H)

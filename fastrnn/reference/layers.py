@@ -22,8 +22,15 @@ Input dropout is applied to ``x`` before the layer (``dropout_forward``: one mas
 feature, the same at every step, as Keras' cell does); recurrent dropout ``r (B, H)`` is one mask
 per sequence too, fixed over time.
 
+The state before the first step is ``initial_state (B, H)``, 0 when None: a stateful layer passes
+each sample's final state of the last batch (Keras' ``stateful=True``). The gradient never flows
+into ``initial_state``: it stops at the batch boundary, which is truncated BPTT over a stream cut
+into windows (PyTorch's word_language_model detaching its hidden state).
+
 Truncated BPTT (``bptt_truncate=k``; None: full): the gradient flows back through the last ``k``
 state updates of each sequence and stops; masked steps pass it on unchanged and do not count.
+Both truncations combine: within a window the gradient goes back at most ``k`` updates, and never
+past the window's first step.
 Gradients arriving at steps before those ``k`` updates (per-step outputs) are dropped with them:
 the truncated gradient is the exact gradient with everything before the last ``k`` updates of
 each sequence held constant. With ``k >= T`` it is the full gradient.
@@ -63,16 +70,16 @@ def _positions(T, go_backwards):
 
 
 def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
-                       go_backwards=False, recurrent_dropout=None):
+                       go_backwards=False, recurrent_dropout=None, initial_state=None):
     """The recurrence over ``x (B, T, D)``; returns ``hs (B, T, H)`` by sequence position.
 
     ``mask (B, T)`` bool or None; ``recurrent_dropout (B, H)`` multiplier of the previous state, or
-    None.
+    None; ``initial_state (B, H)`` or None (zeros).
     """
     B, T, _ = x.shape
     H = recurrent_kernel.shape[0]
     hs = np.zeros((B, T, H), x.dtype)
-    h = np.zeros((B, H), x.dtype)                 # h_0
+    h = np.zeros((B, H), x.dtype) if initial_state is None else initial_state.astype(x.dtype)
     for s in _positions(T, go_backwards):
         h_in = h if recurrent_dropout is None else h * recurrent_dropout
         a = x[:, s] @ kernel + h_in @ recurrent_kernel + bias
@@ -83,7 +90,8 @@ def simple_rnn_forward(x, kernel, recurrent_kernel, bias, mask=None, activation=
 
 
 def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activation="tanh",
-                        go_backwards=False, recurrent_dropout=None, bptt_truncate=None):
+                        go_backwards=False, recurrent_dropout=None, bptt_truncate=None,
+                        initial_state=None):
     """Backpropagate through ``simple_rnn_forward``.
 
     ``dhs`` is d loss / d hs from the layer's outputs: ``(B, T, H)`` like ``hs``, or ``(B, H)``
@@ -106,7 +114,10 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
             dh = dh + dhs[:, s]
         update = mask[:, s] & (left > 0)          # rows whose step t is a counted state update
         h = hs[:, s]
-        h_prev = hs[:, positions[t - 1]] if t > 0 else np.zeros_like(h)
+        if t > 0:
+            h_prev = hs[:, positions[t - 1]]
+        else:
+            h_prev = np.zeros_like(h) if initial_state is None else initial_state.astype(x.dtype)
         if recurrent_dropout is not None:
             h_prev = h_prev * recurrent_dropout
         dact = 1 - h ** 2 if activation == "tanh" else (h > 0).astype(x.dtype)
@@ -126,21 +137,21 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
 
 
 def embedding_rnn_forward(E, ids, kernel, recurrent_kernel, bias, mask=None, activation="tanh",
-                          go_backwards=False, recurrent_dropout=None):
+                          go_backwards=False, recurrent_dropout=None, initial_state=None):
     """An Embedding feeding a SimpleRNN as one op: ``simple_rnn_forward(E[ids], ...)``."""
     return simple_rnn_forward(embedding_forward(E, ids), kernel, recurrent_kernel, bias, mask,
-                              activation, go_backwards, recurrent_dropout)
+                              activation, go_backwards, recurrent_dropout, initial_state)
 
 
 def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
                            activation="tanh", go_backwards=False, recurrent_dropout=None,
-                           bptt_truncate=None):
+                           bptt_truncate=None, initial_state=None):
     """The backward pass of ``embedding_rnn_forward``: ``(rows, dE_rows, dkernel,
     drecurrent_kernel, dbias)``, where ``rows = np.unique(ids)`` are the embedding rows with a
     gradient and ``dE_rows (len(rows), D)`` theirs (every other row's is 0)."""
     dx, dkernel, drecurrent, dbias = simple_rnn_backward(
         dhs, embedding_forward(E, ids), hs, kernel, recurrent_kernel, mask, activation,
-        go_backwards, recurrent_dropout, bptt_truncate)
+        go_backwards, recurrent_dropout, bptt_truncate, initial_state)
     rows = np.unique(ids)
     return rows, embedding_backward(dx, ids, E.shape[0])[rows], dkernel, drecurrent, dbias
 
