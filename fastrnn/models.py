@@ -270,7 +270,9 @@ class Sequential:
         x = self._x(x)
         if not self._head_checked:
             self._check_head()
-        return x, self._y(y, len(x), self.output_shape)
+        # an Input((None,)) leaves the time axis open: the outputs have this batch's
+        out_shape = tuple(x.shape[1] if d is None else d for d in self.output_shape)
+        return x, self._y(y, len(x), out_shape)
 
     # --- forward and backward ------------------------------------------------------------------
 
