@@ -191,6 +191,56 @@ def build_parser():
     predict.add_argument("--json", action="store_true", help="print a JSON list")
     predict.set_defaults(func=cmd_predict)
 
+    lm = sub.add_parser("lm", help="language models: train on a corpus, generate text",
+                        description="Word- or character-level SimpleRNN language models trained "
+                        "with truncated BPTT over parallel streams (the state carried from window "
+                        "to window, the gradient stopped at each window).")
+    lm_sub = lm.add_subparsers(dest="lm_command", metavar="COMMAND", required=True)
+    lm_train = lm_sub.add_parser(
+        "train", help="train a language model", formatter_class=_Formatter,
+        description="Train Embedding -> SimpleRNN x L (stateful, sequence outputs) -> Dense(V) "
+        "with softmax cross-entropy on windows of --bptt steps of --batch-size parallel streams. "
+        "Prints loss, validation perplexity and tokens/s per epoch; saves the model (with its "
+        "vocabulary) to --output after every epoch.")
+    lm_train.add_argument("--corpus", required=True, metavar="NAME|PATH",
+                          help="imdb (the raw reviews), tinyshakespeare, or a UTF-8 text file")
+    lm_train.add_argument("--level", choices=("word", "char"), default="char")
+    lm_train.add_argument("--data-dir", default=None, metavar="DIR",
+                          help="directory holding the named corpus (default: $FASTRNN_DATA_DIR "
+                          "and its sibling directories)")
+    lm_train.add_argument("--num-words", type=positive_int, default=10000, metavar="N",
+                          help="word level: vocabulary size, <unk> and <eos> included")
+    lm_train.add_argument("--embed-dim", type=positive_int, default=64, metavar="D")
+    lm_train.add_argument("--hidden-dim", type=positive_int, default=256, metavar="H")
+    lm_train.add_argument("--layers", type=positive_int, default=1, metavar="L")
+    lm_train.add_argument("--dropout", type=_float_type(0, 1), default=0.0, metavar="P",
+                          help="dropout after the embedding and each recurrent layer")
+    lm_train.add_argument("--batch-size", type=positive_int, default=50, metavar="B")
+    lm_train.add_argument("--bptt", type=positive_int, default=50, metavar="K",
+                          help="window length: the gradient goes back at most K steps")
+    lm_train.add_argument("--epochs", type=positive_int, default=1, metavar="E")
+    lm_train.add_argument("--learning-rate", type=_float_type(0, low_open=True), default=2e-3,
+                          metavar="LR", help="Adam's learning rate")
+    lm_train.add_argument("--clipnorm", type=_float_type(0, low_open=True), default=5.0,
+                          metavar="C", help="global gradient-norm clipping")
+    lm_train.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                          help="use only the first N tokens of the training stream")
+    lm_train.add_argument("--output", default="lm.npz", metavar="PATH")
+    lm_train.add_argument("--seed", type=nonnegative_int, default=0)
+    _backend_args(lm_train)
+    lm_train.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    lm_train.set_defaults(func=cmd_lm_train)
+    lm_gen = lm_sub.add_parser("generate", help="continue a prompt with a trained model")
+    lm_gen.add_argument("model", metavar="MODEL", help="a model saved by 'fastrnn lm train'")
+    lm_gen.add_argument("--prompt", required=True)
+    lm_gen.add_argument("--length", type=nonnegative_int, default=200, metavar="N")
+    lm_gen.add_argument("--temperature", type=_float_type(0), default=1.0, metavar="T",
+                        help="0: the most likely token every time")
+    lm_gen.add_argument("--top-k", type=positive_int, default=None, metavar="K")
+    lm_gen.add_argument("--seed", type=nonnegative_int, default=None)
+    _backend_args(lm_gen)
+    lm_gen.set_defaults(func=cmd_lm_generate)
+
     sub.add_parser("bench", add_help=False, help="benchmarks (all arguments go to fastrnn.bench; "
                    "see 'fastrnn bench --help')")
     return parser
@@ -605,6 +655,73 @@ def cmd_predict(args):
     else:
         for row in rows:
             print(f"{row['probability_positive']:.4f}\t{row['sentiment']}")
+    return 0
+
+
+def cmd_lm_train(args):
+    import time
+
+    from . import layers, losses, optimizers, text
+    from .models import Sequential
+    try:
+        train_texts, valid_texts = text.read_corpus(args.corpus, args.data_dir)
+        vocab = text.Vocabulary.build(train_texts, args.level, args.num_words
+                                      if args.level == "word" else None)
+        train_ids = vocab.encode(train_texts)[:args.limit]
+        if args.level == "char":                   # characters unseen in training: dropped
+            valid_texts = ["".join(c for c in t if c in vocab.stoi) for t in valid_texts]
+        valid_ids = vocab.encode(valid_texts)
+        x, y = text.windows(text.batchify(train_ids, args.batch_size), args.bptt)
+        xv, yv = text.windows(text.batchify(valid_ids, args.batch_size), args.bptt)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    stack = [layers.Input((None,), batch_size=args.batch_size),
+             layers.Embedding(len(vocab), args.embed_dim)]
+    for _ in range(args.layers):
+        if args.dropout:
+            stack.append(layers.Dropout(args.dropout))
+        stack.append(layers.SimpleRNN(args.hidden_dim, return_sequences=True, stateful=True))
+    if args.dropout:
+        stack.append(layers.Dropout(args.dropout))
+    model = Sequential([*stack, layers.Dense(len(vocab))], seed=args.seed, backend=args.backend,
+                       threads=args.threads)
+    model.compile(optimizers.Adam(args.learning_rate, global_clipnorm=args.clipnorm),
+                  losses.SparseCategoricalCrossentropy(from_logits=True))
+    extra = {"vocab": vocab.itos, "level": vocab.level}
+    print(f"{args.corpus}: {len(train_ids):,} training and {len(valid_ids):,} validation tokens, "
+          f"vocabulary {len(vocab):,} ({vocab.level}s); {len(x) // args.batch_size:,} windows "
+          f"of {args.batch_size} x {args.bptt} per epoch", flush=True)
+    for epoch in range(args.epochs):
+        model.reset_states()                       # each epoch reads the streams from the start
+        start = time.perf_counter()
+        history = model.fit(x, y, batch_size=args.batch_size, epochs=epoch + 1,
+                            initial_epoch=epoch, shuffle=False, verbose=0 if args.quiet else 1)
+        seconds = time.perf_counter() - start
+        ppl = text.perplexity(model, xv, yv, args.batch_size)
+        model.save(args.output, extra=extra)
+        print(f"epoch {epoch + 1}/{args.epochs}: loss {history.history['loss'][-1]:.4f}, "
+              f"validation perplexity {ppl:.2f}, {x.size / seconds:,.0f} tokens/s; saved "
+              f"{args.output}", flush=True)
+    return 0
+
+
+def cmd_lm_generate(args):
+    from . import text
+    from .models import load_model
+    try:
+        model = load_model(args.model, backend=args.backend, threads=args.threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if not isinstance(model.extra, dict) or "vocab" not in model.extra:
+        raise UsageError(f"{args.model!r} holds no vocabulary: it was not saved by "
+                         "'fastrnn lm train'")
+    vocab = text.Vocabulary(model.extra["vocab"], model.extra.get("level", "word"))
+    try:
+        out = text.generate(model, vocab, args.prompt, args.length, args.temperature, args.top_k,
+                            args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(out)
     return 0
 
 

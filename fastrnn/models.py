@@ -76,6 +76,7 @@ class Sequential:
         self.history = History()
         self.stop_training = False
         self._training_lock = threading.RLock()
+        self.extra = None                         # what save(extra=...) stored, after load_model
         for layer in layers or []:
             self.add(layer)
 
@@ -560,11 +561,12 @@ class Sequential:
                 "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
                            for layer in self.layers]}
 
-    def save(self, path):
+    def save(self, path, extra=None):
         """Write the model to one ``.npz`` file, atomically: layer config, weights, optimizer
-        and its state, step and epoch counts, the random generator's state, the history. No
-        pickle; ``load_model`` reads it back and ``fit(..., initial_epoch=model.epoch)`` continues
-        exactly."""
+        and its state, step and epoch counts, the random generator's state, the history, and
+        ``extra`` (JSON-able data of the caller's, e.g. a vocabulary; ``load_model`` sets it as
+        ``model.extra``). No pickle; ``load_model`` reads it back and ``fit(...,
+        initial_epoch=model.epoch)`` continues exactly."""
         self._ensure_built()
         if not self.built:
             raise ValueError("save: the model is not built yet")
@@ -579,8 +581,12 @@ class Sequential:
                 "rng": self.rng.bit_generator.state,
                 "layer_rngs": [None if r is self.rng else r.bit_generator.state
                                for r in self._layer_rngs],
-                "history": self.history.history}
+                "history": self.history.history, "extra": extra}
         meta_bytes = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        if meta_bytes.size > META_MAX_BYTES:
+            raise ValueError(f"refusing to save {os.fspath(path)!r}: its metadata would be "
+                             f"{meta_bytes.size} bytes, more than load_model reads "
+                             f"({META_MAX_BYTES})")
         with atomic_write(path) as f:
             np.savez(f, theta=self.theta, s1=self.s1, s2=self.s2, meta=meta_bytes)
 
@@ -642,7 +648,7 @@ def _read(f, backend, threads):
     model = Sequential([layers_module.from_config(item["class_name"], item["config"])
                         for item in c["layers"]], dtype=c["dtype"], backend=backend,
                        seed=c["seed"], threads=threads, name=str(c["name"]))
-    shape = (None, *[int(d) for d in c["input_shape"]])
+    shape = (None, *[None if d is None else int(d) for d in c["input_shape"]])
     model._shapes(shape[1:])                          # sizes known before any allocation
     n = sum(layer.count_params() for layer in model.layers)
     header, _ = reader.header("theta")
@@ -669,4 +675,5 @@ def _read(f, backend, threads):
     model.history.history = {k: list(v) for k, v in meta["history"].items()}
     recorded = max(map(len, model.history.history.values()), default=0)
     model.history.epoch = list(range(model.epoch - recorded, model.epoch))
+    model.extra = meta.get("extra")
     return model

@@ -12,7 +12,10 @@ word_language_model ``batchify`` / ``get_batch``, batch first).
 from __future__ import annotations
 
 import collections
+import gzip
+import json
 import math
+import os
 import re
 
 import numpy as np
@@ -205,3 +208,81 @@ def generate(model, vocab, prompt, length, temperature=1.0, top_k=None, seed=Non
         generated.append(nxt)
         out = runner.predict(np.array([[nxt]]), batch_size=1, verbose=0)[0, -1]
     return vocab.decode(ids + generated)
+
+
+CORPORA = ("imdb", "tinyshakespeare")
+MAX_CORPUS_BYTES = 1 << 30                 # a corpus is read whole: at most 1 GiB of text
+
+
+def read_corpus(corpus, data_dir=None):
+    """``(train_texts, validation_texts)`` of a corpus: ``"imdb"`` (the raw reviews,
+    ``train.jsonl.gz`` / ``test.jsonl.gz``), ``"tinyshakespeare"`` (``input.txt``, split 90/10 by
+    position) or the path of a UTF-8 text file (split 90/10 by position, one text per line).
+    The named corpora are looked for in ``data_dir``, else ``$FASTRNN_DATA_DIR`` and its sibling
+    directories (``imdb/``, ``tinyshakespeare/``)."""
+    if corpus in CORPORA:
+        folder = _corpus_dir(corpus, data_dir)
+        if corpus == "imdb":
+            return (_jsonl_texts(os.path.join(folder, "train.jsonl.gz")),
+                    _jsonl_texts(os.path.join(folder, "test.jsonl.gz")))
+        path = os.path.join(folder, "input.txt")
+        whole = True
+    else:
+        path, whole = os.fspath(corpus), False
+    data = _read_text(path)
+    cut = int(len(data) * 0.9)
+    if whole:                                      # one text: the stream keeps its newlines
+        return [data[:cut]], [data[cut:]]
+    lines = [line for line in data.splitlines() if line.strip()]
+    cut = int(len(lines) * 0.9)
+    if cut == 0 or cut == len(lines):
+        raise ValueError(f"corpus {path!r} has {len(lines)} non-empty lines: too few to hold "
+                         "out a tenth for validation")
+    return lines[:cut], lines[cut:]
+
+
+def _corpus_dir(corpus, data_dir):
+    candidates = [data_dir] if data_dir else []
+    env = os.environ.get("FASTRNN_DATA_DIR")
+    if env:
+        candidates += [env, os.path.join(env, corpus), os.path.join(os.path.dirname(
+            os.path.abspath(env)), corpus)]
+    want = "train.jsonl.gz" if corpus == "imdb" else "input.txt"
+    for folder in candidates:
+        if folder and os.path.isfile(os.path.join(folder, want)):
+            return folder
+    raise FileNotFoundError(f"corpus {corpus!r}: no {want} in {candidates or 'any directory'} "
+                            "(pass --data-dir DIR or set FASTRNN_DATA_DIR)")
+
+
+def _read_text(path):
+    from ._io import open_regular
+    try:
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"corpus file {path!r} does not exist") from None
+    with f:
+        raw = f.read(MAX_CORPUS_BYTES + 1)
+    if len(raw) > MAX_CORPUS_BYTES:
+        raise ValueError(f"corpus file {path!r} is larger than {MAX_CORPUS_BYTES} bytes")
+    try:
+        text_ = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {path!r} is not UTF-8 text ({e})") from None
+    if not text_.strip():
+        raise ValueError(f"corpus file {path!r} is empty")
+    return text_
+
+
+def _jsonl_texts(path):
+    from ._io import open_regular
+    with open_regular(path) as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+        texts, size = [], 0
+        for line in f:
+            size += len(line)
+            if size > MAX_CORPUS_BYTES:
+                raise ValueError(f"{path!r} holds more than {MAX_CORPUS_BYTES} bytes of text")
+            texts.append(json.loads(line)["text"])
+    if not texts:
+        raise ValueError(f"{path!r} holds no review")
+    return texts

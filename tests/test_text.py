@@ -103,3 +103,32 @@ def test_perplexity_is_exp_of_the_mean_loss():
     loss = model.evaluate(x, y, batch_size=2, verbose=0)
     model.reset_states()
     assert math.isclose(text.perplexity(model, x, y, batch_size=2), math.exp(loss), rel_tol=1e-6)
+
+
+def test_lm_command_trains_saves_and_generates(tmp_path, capsys):
+    from fastrnn import cli
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["to be or not to be that is the question"] * 60),
+                      encoding="utf-8")
+    out = tmp_path / "lm.npz"
+    assert cli.main(["lm", "train", "--corpus", str(corpus), "--level", "word", "--epochs", "2",
+                     "--batch-size", "4", "--bptt", "5", "--hidden-dim", "16", "--embed-dim", "8",
+                     "-q", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2/2: loss" in printed and "validation perplexity" in printed
+    model = fastrnn.load_model(out)
+    assert model.extra["level"] == "word" and "question" in model.extra["vocab"]
+    assert cli.main(["lm", "generate", str(out), "--prompt", "to be", "--length", "5",
+                     "--temperature", "0"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["to", "be"] and len(words) == 7
+    assert cli.main(["lm", "generate", str(out), "--prompt", "zebra"]) == 2
+    assert "not in the vocabulary" in capsys.readouterr().err
+
+
+def test_lm_command_refuses_a_corpus_that_is_not_utf8(tmp_path, capsys):
+    from fastrnn import cli
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    assert cli.main(["lm", "train", "--corpus", str(bad), "--output", str(tmp_path / "m")]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
