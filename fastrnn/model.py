@@ -292,16 +292,8 @@ class SimpleRNNClassifier:
         loss, _ = reference.softmax_xent(logits.astype(np.float64), y)
         return {"loss": float(loss), "accuracy": float(np.mean(logits.argmax(axis=1) == y))}
 
-    @contextlib.contextmanager
     def _training(self):
-        """Hold the model for one training thread; another thread trying to train it is refused."""
-        if not self._training_lock.acquire(blocking=False):
-            raise RuntimeError("this model is being trained in another thread (fit or "
-                               "train_on_batch); one model trains in one thread at a time")
-        try:
-            yield
-        finally:
-            self._training_lock.release()
+        return _training(self._training_lock)
 
     def _backend_call(self):
         return _backend_call(self.backend_name, self.threads)
@@ -667,6 +659,19 @@ def _kernels():
                            "Set NUMBA_CACHE_DIR to a writable directory, or FASTRNN_NUMBA_CACHE=0 "
                            f"to compile without caching ({e})") from e
     return kernels
+
+
+@contextlib.contextmanager
+def _training(lock):
+    """Hold a model (its ``lock``) for one training thread; another thread trying to train it
+    is refused."""
+    if not lock.acquire(blocking=False):
+        raise RuntimeError("this model is being trained in another thread (fit or "
+                           "train_on_batch); one model trains in one thread at a time")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

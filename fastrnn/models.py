@@ -8,7 +8,6 @@ computation is a backend call, the layers' ops in ``fastrnn.kernels`` (Numba) or
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -21,7 +20,8 @@ from ._io import NpzReader, atomic_write, open_regular
 from .callbacks import Callback, History
 from .layers import Dense, Embedding, Input, Layer, LayerError
 from .model import (BACKENDS, META_MAX_BYTES, TrainingError, _as_array, _backend_call,
-                    _batch_size, _fit_data, _kernels, _positive_int, _progress, _verbose)
+                    _batch_size, _fit_data, _kernels, _positive_int, _progress, _training,
+                    _verbose)
 from . import reference
 from .reference import losses as loss_ops
 
@@ -406,15 +406,8 @@ class Sequential:
             bar.close()
         return np.concatenate(parts)
 
-    @contextlib.contextmanager
     def _training(self):
-        if not self._training_lock.acquire(blocking=False):
-            raise RuntimeError("this model is being trained in another thread; one model trains "
-                               "in one thread at a time")
-        try:
-            yield
-        finally:
-            self._training_lock.release()
+        return _training(self._training_lock)
 
     def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
