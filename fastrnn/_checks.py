@@ -250,3 +250,9 @@ def layer_rnn_args(x, kernel, recurrent_kernel, bias, mask, activation, recurren
             raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
         shape("mask", mask, (B, T))
     return mask
+
+
+def layer_rnn_states(hs, dhs, B, T, H):
+    """``hs (B, T, H)`` and its gradient ``dhs``: ``(B, T, H)``, or ``(B, H)`` (final state)."""
+    shape("hs", hs, (B, T, H))
+    shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))

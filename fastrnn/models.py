@@ -277,27 +277,34 @@ class Sequential:
 
     # --- forward and backward ------------------------------------------------------------------
 
-    def _loss_and_grad(self, x, y):
-        """Forward, loss and backward on a batch: fills ``self.grad``; returns ``(loss, outputs,
-        output mask)``."""
-        ops = self._ops
-        mask, caches, h = None, [], x
+    def _forward(self, x, training):
+        """``(z, mask, caches)``: the head's pre-activation (the last layer's output when it is
+        not a Dense), the output mask, and each layer's cache for the backward pass (for a Dense
+        head, its input)."""
+        ops, mask, caches, h = self._ops, None, [], x
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if i == last and isinstance(layer, Dense):
                 z, head_input = layer.logits(ops, self._w[i], h)
-                break
-            h, mask, cache = layer.forward(ops, self._w[i], h, mask, True, self._layer_rngs[i])
+                caches.append((head_input, None))
+                return z, mask, caches
+            h, mask, cache = layer.forward(ops, self._w[i], h, mask, training,
+                                           self._layer_rngs[i])
             caches.append(cache)
-        else:
-            z = h
+        return h, mask, caches
+
+    def _loss_and_grad(self, x, y):
+        """Forward, loss and backward on a batch: fills ``self.grad``; returns ``(loss, outputs,
+        output mask)``."""
+        ops = self._ops
+        z, mask, caches = self._forward(x, True)
         head = self._head()
-        loss, dz = loss_ops.loss_and_grad(self.loss, head, self.from_logits, z, y, mask)
-        d = dz
+        loss, d = loss_ops.loss_and_grad(self.loss, head, self.from_logits, z, y, mask)
+        last = len(self.layers) - 1
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
             if i == last and isinstance(layer, Dense):
-                d = layer.backward(ops, self._w[i], self._g[i], None, (head_input, None), dz=d)
+                d = layer.backward(ops, self._w[i], self._g[i], None, caches[i], dz=d)
             else:
                 d = layer.backward(ops, self._w[i], self._g[i], d, caches[i])
         return float(loss), ops.activation_forward(z, head), mask
@@ -360,34 +367,34 @@ class Sequential:
         """``(loss, {metric: value})``: batch losses weighted by their samples (Keras)."""
         loss = weight_total = 0.0
         sums = dict.fromkeys(self.metrics, 0.0)
-        bar = _progress(-(-len(x) // batch_size), "evaluate", verbose == 1)
+        for batch in self._batches(len(x), batch_size, "evaluate", verbose):
+            xb, yb = x[batch], y[batch]
+            z, p, mask = self._head_outputs(xb)
+            loss += len(xb) * float(loss_ops.loss_value(self.loss, self._head(),
+                                                        self.from_logits, z, yb, mask))
+            batch_sums, weight = self._metric_sums(yb, p, mask)
+            for m in self.metrics:
+                sums[m] += batch_sums[m]
+            weight_total += weight
+        return loss / len(x), {m: s / weight_total if weight_total else 0.0
+                               for m, s in sums.items()}
+
+    def _batches(self, n, batch_size, desc, verbose):
+        """The slices of ``n`` samples in batches of ``batch_size``, inside the backend's context,
+        with a progress bar when ``verbose`` is 1."""
+        bar = _progress(-(-n // batch_size), desc, verbose == 1)
         with _backend_call(self.backend_name, self.threads):
-            for i in range(0, len(x), batch_size):
-                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                z, p, mask = self._head_outputs(xb)
-                loss += len(xb) * float(loss_ops.loss_value(self.loss, self._head(),
-                                                            self.from_logits, z, yb, mask))
-                batch_sums, weight = self._metric_sums(yb, p, mask)
-                for m in self.metrics:
-                    sums[m] += batch_sums[m]
-                weight_total += weight
+            for i in range(0, n, batch_size):
+                yield slice(i, i + batch_size)
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
-        return loss / len(x), {m: s / weight_total if weight_total else 0.0
-                               for m, s in sums.items()}
 
     def _head_outputs(self, x):
         """``(z, p, mask)`` in inference mode."""
-        ops, mask, h = self._ops, None, x
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if i == last and isinstance(layer, Dense):
-                z = layer.logits(ops, self._w[i], h)[0]
-                return z, ops.activation_forward(z, layer.activation), mask
-            h, mask, _ = layer.forward(ops, self._w[i], h, mask, False, self._layer_rngs[i])
-        return h, h, mask
+        z, mask, _ = self._forward(x, False)
+        return z, self._ops.activation_forward(z, self._head()), mask
 
     def predict(self, x, batch_size=None, verbose="auto"):
         """The model's outputs (e.g. probabilities), in batches of ``batch_size`` (None: 32)."""
@@ -395,16 +402,8 @@ class Sequential:
         return self._predict(self._x(x), batch_size, verbose)
 
     def _predict(self, x, batch_size, verbose=0):
-        parts = []
-        bar = _progress(-(-len(x) // batch_size), "predict", verbose == 1)
-        with _backend_call(self.backend_name, self.threads):
-            for i in range(0, len(x), batch_size):
-                parts.append(self._head_outputs(x[i:i + batch_size])[1])
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
-        return np.concatenate(parts)
+        return np.concatenate([self._head_outputs(x[batch])[1]
+                               for batch in self._batches(len(x), batch_size, "predict", verbose)])
 
     def _training(self):
         return _training(self._training_lock)
@@ -528,16 +527,13 @@ class Sequential:
                  f"{layer.count_params():,}") for layer in self.layers]
         widths = (33, 24, 15)
         line = lambda l, m, r, f: l + m.join(f * w for w in widths) + r    # noqa: E731
-        cell = lambda cells: "│" + "│".join(                               # noqa: E731
+        cell = lambda cells, bar="│": bar + bar.join(                     # noqa: E731
             f" {c:<{w - 2}} " if j < 2 else f" {c:>{w - 2}} "
-            for j, (c, w) in enumerate(zip(cells, widths))) + "│"
+            for j, (c, w) in enumerate(zip(cells, widths))) + bar
         n = self.count_params()
         size = n * self.dtype.itemsize
         out = [f'Model: "{self.name}"', line("┏", "┳", "┓", "━"),
-               "┃" + "┃".join(f" {c:<{w - 2}} " if j < 2 else f" {c:>{w - 2}} " for j, (c, w)
-                              in enumerate(zip(("Layer (type)", "Output Shape", "Param #"),
-                                               widths))) + "┃",
-               line("┡", "╇", "┩", "━")]
+               cell(("Layer (type)", "Output Shape", "Param #"), "┃"), line("┡", "╇", "┩", "━")]
         for k, row in enumerate(rows):
             out.append(cell(row))
             last = k == len(rows) - 1

@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from .layers import _int
+
 # Keras' Tokenizer default filters (every one becomes a space), and its lower-casing
 FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 UNK, EOS = "<unk>", "<eos>"
@@ -119,9 +121,7 @@ def batchify(ids, batch_size):
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ValueError(f"ids must be a 1-D array of token ids, got shape {ids.shape} and dtype "
                          f"{ids.dtype}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = _int("batch_size", batch_size)
     L = len(ids) // batch_size
     if L < 2:
         raise ValueError(f"a stream of {len(ids)} ids gives {batch_size} streams of {L}: need at "
@@ -136,8 +136,7 @@ def windows(streams, k):
     streams = np.asarray(streams)
     if streams.ndim != 2:
         raise ValueError(f"streams must be (B, L) from batchify, got shape {streams.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = _int("k", k)
     B, L = streams.shape
     n = (L - 1) // k
     if n == 0:
@@ -166,8 +165,7 @@ def generate(model, vocab, prompt, length, temperature=1.0, top_k=None, seed=Non
     """
     from . import layers as L
     from .models import Sequential
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    length = _int("length", length, minimum=0)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
             and temperature >= 0):
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")

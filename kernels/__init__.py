@@ -259,19 +259,20 @@ def update_step(kind, hyper, step, theta, grad, s1, s2, bounds=None):
     norm = clip_by_global_norm(grad, hyper[CLIPNORM])
     if not np.isfinite(norm):
         return norm, False
+    consts = np.empty(N_CONSTS)
+    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
     if bounds is not None:
         if not np.isfinite(bounds).all():
             for i, a in enumerate((theta, s1, s2)):
                 bounds[i] = float(np.abs(a).max()) if a.size else 0.0
-        consts, after = np.empty(N_CONSTS), np.empty(3)
-        _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+        after = np.empty(3)
         g_max = min(norm, hyper[CLIPNORM])
         _step.next_bounds.py_func(kind, consts, g_max, bounds, after)
         limit = np.finfo(theta.dtype).max / 4
         if not (np.isfinite(consts).all()
                 and _step.update_is_safe.py_func(kind, consts, g_max, after, limit)):
             trial = [a.copy() for a in (theta, s1, s2)]
-            _update_flat(kind, hyper, step, trial[0], grad, trial[1], trial[2])
+            _update_flat(kind, consts, trial[0], grad, trial[1], trial[2])
             if not all(np.isfinite(a).all() for a in trial):
                 return norm, False
             for a, new in zip((theta, s1, s2), trial):
@@ -279,15 +280,15 @@ def update_step(kind, hyper, step, theta, grad, s1, s2, bounds=None):
             bounds[:] = np.nan                     # past the bounds' reach: measure next time
             return norm, True
         bounds[:] = after
-    _update_flat(kind, hyper, step, theta, grad, s1, s2)
+    _update_flat(kind, consts, theta, grad, s1, s2)
     return norm, True
 
 
-def _update_flat(kind, hyper, step, p, g, s1, s2):
-    consts = np.empty(N_CONSTS, p.dtype)
-    _step.step_constants.py_func(kind, hyper, int(step), 1.0, consts)
+def _update_flat(kind, consts, p, g, s1, s2):
+    """The optimizer ``kind`` on the flat buffers with constants ``consts`` (float64, as
+    ``step.step_constants`` computes them; passed in the parameters' dtype)."""
     n = numba.get_num_threads() if p.size >= 1 << 16 else 1
-    _layers.update_flat(p.dtype, kind, consts, p, g, s1, s2, n)
+    _layers.update_flat(p.dtype, kind, consts.astype(p.dtype), p, g, s1, s2, n)
 
 
 def train_step(theta, grad, s1, s2, step, dims, x, y, kind, hyper, mask_zero=False,
@@ -320,8 +321,9 @@ def _flat_mask(mask, B, T):
     return np.zeros(0, np.uint8) if mask is None else _c(mask, np.uint8).reshape(B * T)
 
 
-def _flat_dropout(r, dt):
-    return np.zeros(0, dt) if r is None else _c(r, dt).reshape(-1)
+def _flat(a, dt):
+    """An optional array (the recurrent dropout multiplier, the initial state) flat, or empty."""
+    return np.zeros(0, dt) if a is None else _c(a, dt).reshape(-1)
 
 
 def _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate=None, last_only=False):
@@ -348,8 +350,8 @@ def _recurrence(x, kernel, recurrent_kernel, bias, mask, recurrent_dropout, init
     hs = np.empty((B, T, H), dt)
     _layers.rnn_forward(dt, _layers.forward_chunk.address(dt), _c(x, dt).reshape(-1), inv,
                         _c(kernel, dt), _c(recurrent_kernel, dt), _c(bias, dt),
-                        _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
-                        _flat_dropout(initial_state, dt), dims, hs.reshape(-1),
+                        _flat_mask(mask, B, T), _flat(recurrent_dropout, dt),
+                        _flat(initial_state, dt), dims, hs.reshape(-1),
                         _workspace(dt, B * ((0 if inv.size else T * H) + 4 * H)))
     return hs
 
@@ -368,8 +370,8 @@ def _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_d
     _layers.rnn_backward(dt, _layers.backward_chunk.address(dt), _c(dhs, dt).reshape(-1),
                          _c(x, dt).reshape(-1),
                          _c(hs, dt).reshape(-1), inv, _c(kernel, dt), _c(recurrent_kernel, dt),
-                         _flat_mask(mask, B, T), _flat_dropout(recurrent_dropout, dt),
-                         _flat_dropout(initial_state, dt), dims, dx.reshape(-1), parts,
+                         _flat_mask(mask, B, T), _flat(recurrent_dropout, dt),
+                         _flat(initial_state, dt), dims, dx.reshape(-1), parts,
                          _workspace(dt, B * (T * H + 3 * H)))
     g = parts.sum(axis=0)
     dkernel = None if tokens else g[:Dk].reshape(D, H)
@@ -392,8 +394,7 @@ def simple_rnn_backward(dhs, x, hs, kernel, recurrent_kernel, mask=None, activat
                                   recurrent_dropout, initial_state)
     B, T, D = x.shape
     H = recurrent_kernel.shape[0]
-    _checks.shape("hs", hs, (B, T, H))
-    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
+    _checks.layer_rnn_states(hs, dhs, B, T, H)
     dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     return _recurrence_backward(dhs, x, hs, kernel, recurrent_kernel, mask, recurrent_dropout,
                                 initial_state, dims)
@@ -445,8 +446,7 @@ def embedding_rnn_backward(dhs, ids, E, hs, kernel, recurrent_kernel, mask=None,
     like = np.broadcast_to(np.empty((), E.dtype), (B, T, D))             # the inputs' shape
     mask = _checks.layer_rnn_args(like, kernel, recurrent_kernel, None, mask, activation,
                                   recurrent_dropout, initial_state)
-    _checks.shape("hs", hs, (B, T, H))
-    _checks.shape("dhs", dhs, (B, H) if dhs.ndim == 2 else (B, T, H))
+    _checks.layer_rnn_states(hs, dhs, B, T, H)
     rows, inv = _distinct(ids, V, E.dtype)
     dims = _rnn_dims(B, T, D, H, activation, go_backwards, bptt_truncate, dhs.ndim == 2)
     dEW, _, drecurrent, dbias = _recurrence_backward(dhs, _NO_X.get(E.dtype), hs, kernel,

@@ -38,10 +38,10 @@ def _elementwise(loss, p, y, from_logits):
     C = p.shape[-1]
     if loss == "sparse_categorical_crossentropy":
         onehot = np.eye(C, dtype=p.dtype)[y]
-        if from_logits:                           # the outputs are logits
-            q = activation_forward(p, "softmax")
-            return (np.log(np.exp(p - p.max(-1, keepdims=True)).sum(-1)) + p.max(-1)
-                    - (p * onehot).sum(-1)), q - onehot
+        if from_logits:                           # the outputs are logits: log-sum-exp
+            top = p.max(-1, keepdims=True)
+            log_total = np.log(np.exp(p - top).sum(-1, keepdims=True)) + top
+            return log_total[..., 0] - (p * onehot).sum(-1), np.exp(p - log_total) - onehot
         total = p.sum(-1, keepdims=True)
         q = p / total                             # Keras renormalises, then clips
         clipped = np.clip(q, EPSILON, 1 - EPSILON)
@@ -72,16 +72,8 @@ def targets(loss, y, z):
 def loss_and_grad(loss, activation, from_logits, z, y, weight=None):
     """``(mean loss, d loss / d z)`` of the head ``activation(z)`` against ``y``."""
     y = targets(loss, y, z)
-    if fused(loss, activation, from_logits):
-        C = z.shape[-1]
-        if loss == "sparse_categorical_crossentropy":
-            top = z.max(-1, keepdims=True)
-            log_total = np.log(np.exp(z - top).sum(-1, keepdims=True)) + top
-            onehot = np.eye(C, dtype=z.dtype)[y]
-            l = (log_total[..., 0] - (z * onehot).sum(-1))
-            dz = np.exp(z - log_total) - onehot
-        else:
-            l, dz = _elementwise(loss, z, y, True)
+    if fused(loss, activation, from_logits):      # z are the logits of both cross-entropies
+        l, dz = _elementwise(loss, z, y, True)
     else:
         p = activation_forward(z, activation)
         l, dp = _elementwise(loss, p, y, from_logits)
